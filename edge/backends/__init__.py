@@ -1,0 +1,42 @@
+"""Backends run a preprocessed batch through a model. Each lives in its own module behind one small interface:
+
+    backend.run(batch: np.ndarray) -> np.ndarray   # (N, ...) model input in -> (N, classes, ...) output out
+
+Modules are imported only when chosen, so the CPU path never touches CUDA or TensorRT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ..errors import EdgeError
+
+if TYPE_CHECKING:
+    from ..model import Card
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+class Backend(Protocol):
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def load_backend(name: str, folder: Path, card: "Card", precision: str) -> Backend:
+    from ..model import PRECISION_FILES
+
+    if name == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        onnx_path = folder / PRECISION_FILES[precision]
+        if not onnx_path.is_file():
+            hint = "edge fp16" if precision == "fp16" else "edge calibrate"
+            raise EdgeError(f"{onnx_path}: no {precision} variant; make it with `{hint} {folder}`")
+        return OnnxRuntimeBackend(onnx_path, card)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend.from_model_folder(folder, card, precision)
+    raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")

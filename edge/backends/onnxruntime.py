@@ -1,0 +1,35 @@
+"""ONNX Runtime on the CPU: the default wherever TensorRT is absent, and the reference for correctness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import EdgeError
+
+if TYPE_CHECKING:
+    from ..model import Card
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, onnx_path: Path, card: "Card"):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types, one line is enough for the user
+            raise EdgeError(f"{onnx_path}: ONNX Runtime cannot load it: {str(e).splitlines()[0]}") from None
+        self.input_name = card.input_name
+        self.output_name = card.output_name
+        self.fixed_batch = card.batch  # 0: the graph takes any batch size
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch and len(batch) != self.fixed_batch:
+            if len(batch) % self.fixed_batch:
+                raise EdgeError(f"batch of {len(batch)} does not split into the model's batch {self.fixed_batch}")
+            chunks = np.split(batch, len(batch) // self.fixed_batch)
+            return np.concatenate([self.run(chunk) for chunk in chunks])
+        return self.session.run([self.output_name], {self.input_name: batch})[0]

@@ -1,0 +1,192 @@
+"""`edge <verb>`: a thin layer that parses flags, calls the library and prints.
+
+Each verb is one `cmd_<verb>(args)` function and one `add_<verb>(subparsers)` that declares its flags.
+Errors the user can fix arrive as EdgeError and are printed on one line, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EdgeError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.split(","))
+        return height, width
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W, got {text!r}") from None
+
+
+def _resize(text: str) -> tuple[str, int | None]:
+    mode, _, size = text.partition(":")
+    if mode not in ("stretch", "shorter") or (size and not size.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected stretch[:S] or shorter[:S], got {text!r}")
+    return mode, int(size) if size else None
+
+
+def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    parser.add_argument("model", help="a model folder, or a model's name in the repository")
+    parser.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    if precision:
+        parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+
+
+# --- import ------------------------------------------------------------------------------------------------
+
+def add_import(sub) -> None:
+    p = sub.add_parser("import", help="ONNX or Caffe model -> model folder engines/<name>/",
+                       description="pixel -> (pixel - mean) * scale, or (pixel - mean) / std; mean and std in the "
+                       "model's channel order. Defaults: ONNX rgb, shorter:256/224 of the input, mean 0, scale 1; "
+                       "Caffe bgr, stretch, mean and scale from the prototxt's transform_param.")
+    p.add_argument("src", type=Path, help="model.onnx, or a Caffe deploy.prototxt")
+    p.add_argument("--weights", type=Path, help="the Caffe .caffemodel")
+    mean = p.add_mutually_exclusive_group()
+    mean.add_argument("--mean", type=Path, dest="mean_file", help="a Caffe mean image (.binaryproto)")
+    mean.add_argument("--mean-values", type=_floats, help="per-channel mean, e.g. 104,117,123")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--scale", type=float, help="multiply after subtracting the mean")
+    scale.add_argument("--std", type=_floats, help="per-channel divisor after subtracting the mean")
+    p.add_argument("--labels", type=Path, help="one label a line, in class order (synset_words.txt works)")
+    p.add_argument("--name", help="the folder's name (default: from the file name)")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    p.add_argument("--size", type=_size, help="H,W when the graph's input size is not static")
+    p.add_argument("--resize", type=_resize, help="stretch[:S] (S x S, ignoring aspect) or shorter[:S] (then centre crop)")
+    p.add_argument("--color", choices=("bgr", "rgb"), help="the channel order the model expects")
+    p.add_argument("--layout", choices=("nchw", "nhwc"), help="override the layout found in the graph")
+    p.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+
+def cmd_import(args) -> int:
+    from .importer import PreprocessOptions, import_model
+
+    resize, resize_size = args.resize or (None, None)
+    options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
+                                layout=args.layout, mean_values=args.mean_values, mean_file=args.mean_file,
+                                scale=args.scale, std=args.std)
+    folder = import_model(args.src, name=args.name, repo=args.repo, weights=args.weights, labels=args.labels,
+                          options=options, force=args.force)
+    print(folder)
+    return 0
+
+
+# --- classify ----------------------------------------------------------------------------------------------
+
+def add_classify(sub) -> None:
+    p = sub.add_parser("classify", help="top-k labels for images")
+    _model_flags(p)
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_classify(args) -> int:
+    from .model import Model
+    from .preprocess import load_image
+
+    images = [load_image(path) for path in args.images]  # every file is checked before any inference
+    model = Model.load(args.model, args.repo, args.backend, args.precision)
+    if args.oversample:
+        results = [model.classify(image, args.top, oversampled=True) for image in images]
+    else:
+        results = model.classify_batch(images, args.top)
+    if args.json:
+        print(json.dumps({"model": model.card.name, "results": [
+            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(args.images, results)]}))
+        return 0
+    for path, top in zip(args.images, results):
+        print(path)
+        for p in top:
+            print(f"  {p.probability:7.4f}  {p.class_id:5d}  {p.label}")
+    return 0
+
+
+# --- eval --------------------------------------------------------------------------------------------------
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="top-1 / top-5 accuracy over a `file class_id` list")
+    _model_flags(p, precision=False)
+    p.add_argument("--list", required=True, type=Path, dest="label_list", help="lines of `file class_id` (Caffe's val.txt)")
+    p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
+    p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--batch", type=int, default=8, help="images per inference run (when the model allows)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, read_label_list
+    from .model import Model
+
+    items = read_label_list(args.label_list, args.root)[: args.limit]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    models = {p: Model.load(args.model, args.repo, args.backend, p) for p in precisions}
+    scores = evaluate(models, items, batch_size=args.batch)
+    if args.json:
+        only = next(iter(scores.values()))
+        print(json.dumps(only if len(scores) == 1 else {"n": only["n"], "precisions": scores}))
+        return 0
+    print(f"{'precision':10} {'images':>7} {'top-1':>7} {'top-5':>7} {'top-1 err':>9} {'agree':>7} {'max |dp|':>9}")
+    for name, s in scores.items():
+        compared = f"{s['top1_agreement']:7.2%} {s['max_probability_deviation']:9.4f}" if "top1_agreement" in s else f"{'-':>7} {'-':>9}"
+        print(f"{name:10} {s['n']:7d} {s['top1']:7.2%} {s['top5']:7.2%} {s['top1_error']:9.2%} {compared}")
+    return 0
+
+
+# --- info --------------------------------------------------------------------------------------------------
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="versions, and whether CUDA, pycuda, TensorRT and jetson-stats are usable")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_info(args) -> int:
+    from .info import report
+
+    facts = report()
+    if args.json:
+        print(json.dumps(facts))
+    else:
+        for name, value in facts.items():
+            print(f"{name:14} {value}")
+    return 0
+
+
+VERBS = {
+    "import": (add_import, cmd_import),
+    "classify": (add_classify, cmd_classify),
+    "eval": (add_eval, cmd_eval),
+    "info": (add_info, cmd_info),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add, _ in VERBS.values():
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return VERBS[args.verb][1](args)
+    except EdgeError as e:
+        print(f"edge: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Top-1 / top-5 accuracy over a labelled image list, and agreement between precisions.
+
+The list is Caffe's train.txt / val.txt format: `relative/path.jpg class_id`, one image a line. Images are
+decoded and preprocessed once, on a worker thread that prepares the next batch while the current one runs
+(OpenCV releases the GIL), and every model given sees the same batch.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import EdgeError
+from .model import Model
+from .preprocess import load_image, preprocess
+
+
+def read_label_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int]]:
+    """(image path, class id) pairs; image paths are relative to `root`, by default the list's folder."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise EdgeError(f"{path}: not a text file") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        name, _, class_id = line.strip().rpartition(" ")
+        if not name or not class_id.isdigit():
+            raise EdgeError(f"{path}:{number}: expected `file class_id`, got {line.strip()!r}")
+        items.append((root / name, int(class_id)))
+    if not items:
+        raise EdgeError(f"{path}: no images listed")
+    return items
+
+
+@dataclass
+class Score:
+    """Running counts for one model (one precision)."""
+
+    n: int = 0
+    top1: int = 0
+    top5: int = 0
+    agree: int = 0  # top-1 equal to the reference model's
+    max_deviation: float = 0.0  # largest |p - p_reference| over every class of every image
+
+    def add(self, probabilities: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> None:
+        top5 = np.argsort(-probabilities, axis=1)[:, :5]
+        self.n += len(labels)
+        self.top1 += int((top5[:, 0] == labels).sum())
+        self.top5 += int((top5 == labels[:, None]).any(axis=1).sum())
+        self.agree += int((top5[:, 0] == reference.argmax(axis=1)).sum())
+        self.max_deviation = max(self.max_deviation, float(np.abs(probabilities - reference).max()))
+
+    def to_dict(self, compared: bool) -> dict:
+        """Accuracy, and error as ccv reports it; agreement with the reference when there is one to compare."""
+        top1, top5 = self.top1 / self.n, self.top5 / self.n
+        scores = {"n": self.n, "top1": round(top1, 6), "top5": round(top5, 6),
+                  "top1_error": round(1 - top1, 6), "top5_error": round(1 - top5, 6)}
+        if compared:
+            scores["top1_agreement"] = round(self.agree / self.n, 6)
+            scores["max_probability_deviation"] = round(self.max_deviation, 6)
+        return scores
+
+
+def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size: int = 8,
+             progress: bool = True) -> dict[str, dict]:
+    """Score each model on the same images; the first model is the reference for agreement and deviation."""
+    reference_model = next(iter(models.values()))
+    spec = reference_model.preprocess
+    fixed = reference_model.card.batch
+    batch_size = fixed or batch_size
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if fixed and len(batches[-1]) != fixed:
+        batches[-1] = batches[-1] + [batches[-1][-1]] * (fixed - len(batches[-1]))  # pad, then drop the extra
+
+    def prepare(batch: list[tuple[Path, int]]) -> np.ndarray:
+        return np.stack([preprocess(load_image(path), spec) for path, _ in batch])
+
+    scores = {name: Score() for name in models}
+    bar = tqdm(total=len(items), unit="img", file=sys.stderr, disable=None if progress else True, leave=False)
+    with ThreadPoolExecutor(max_workers=1) as pool, bar:
+        pending = pool.submit(prepare, batches[0])
+        for index, batch in enumerate(batches):
+            inputs = pending.result()
+            if index + 1 < len(batches):
+                pending = pool.submit(prepare, batches[index + 1])
+            count = min(len(batch), len(items) - index * batch_size)
+            labels = np.array([class_id for _, class_id in batch[:count]])
+            reference = None
+            for name, model in models.items():
+                probabilities = model.probabilities(inputs)[:count]
+                reference = probabilities if reference is None else reference
+                scores[name].add(probabilities, labels, reference)
+            bar.update(count)
+    return {name: score.to_dict(compared=index > 0) for index, (name, score) in enumerate(scores.items())}

@@ -1,0 +1,192 @@
+"""`edge import`: an ONNX graph or a Caffe model becomes a model folder, engines/<name>/.
+
+Every check runs before anything is written; the folder appears whole, in one rename, or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import tomli_w
+
+from . import __version__
+from .errors import EdgeError
+from .files import sha256_file, staged_folder
+from .model import CARD, LABELS, MEAN_IMAGE, Card, read_labels, repo_folder
+from .preprocess import Preprocess
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity"}
+
+
+@dataclass
+class PreprocessOptions:
+    """What the user said about preprocessing; None leaves the model's default."""
+
+    size: tuple[int, int] | None = None
+    resize: str | None = None
+    resize_size: int | None = None
+    color: str | None = None
+    layout: str | None = None
+    mean_values: tuple[float, ...] | None = None
+    mean_file: Path | None = None  # a Caffe mean .binaryproto
+    scale: float | None = None
+    std: tuple[float, ...] | None = None
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
+    """Static sizes, None where a dimension is symbolic or unknown."""
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path))
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: no such file") from None
+    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot parse'})") from None
+    if not model.graph.node:
+        raise EdgeError(f"{path}: not an ONNX model (no graph nodes)")
+    return model
+
+
+def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
+    """The ONNX checker, then shape inference so every output has a shape we can read."""
+    try:
+        onnx.checker.check_model(model)
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:
+        raise EdgeError(f"{source}: invalid ONNX graph: {str(e).strip().splitlines()[0]}") from None
+
+
+def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -> tuple[str, list[int | None], str]:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    images = [i for i in inputs if len(_dims(i)) == 4]
+    if len(images) != 1 or len(inputs) != 1:
+        names = ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
+        raise EdgeError(f"{source}: expected one image input of rank 4, found {len(images)} among inputs: {names}")
+    image = images[0]
+    if image.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise EdgeError(f"{source}: input {image.name} is {onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
+    dims = _dims(image)
+    if layout is None:
+        layout = "nchw" if dims[1] in (1, 3) else "nhwc" if dims[3] in (1, 3) else None
+    channels = None if layout is None else dims[1] if layout == "nchw" else dims[3]
+    if channels not in (1, 3):
+        raise EdgeError(f"{source}: input {image.name} {dims} has no static channel count of 1 or 3 (give --layout if it is there)")
+    return image.name, dims, layout
+
+
+def find_class_output(model: onnx.ModelProto, source: Path) -> tuple[str, int, bool]:
+    """The first output shaped (N, classes) or (N, classes, 1, 1), and whether a Softmax made it."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for output in model.graph.output:
+        dims = _dims(output)
+        if len(dims) in (2, 4) and dims[1] and all(d == 1 for d in dims[2:]):
+            node = producers.get(output.name)
+            while node is not None and node.op_type in _PASS_THROUGH:
+                node = producers.get(node.input[0])
+            return output.name, dims[1], node is not None and node.op_type == "Softmax"
+    shapes = ", ".join(f"{o.name}{_dims(o)}" for o in model.graph.output)
+    raise EdgeError(f"{source}: no output shaped (N, classes) with a static class count among: {shapes}")
+
+
+def _card_preprocess(dims: list[int | None], layout: str, options: PreprocessOptions, defaults: dict,
+                     mean_image: np.ndarray | None, source: Path) -> Preprocess:
+    spatial = dims[2:4] if layout == "nchw" else dims[1:3]
+    if options.size is not None:
+        if any(d is not None and d != s for d, s in zip(spatial, options.size)):
+            raise EdgeError(f"{source}: --size {options.size} differs from the input's static size {spatial}")
+        spatial = list(options.size)
+    if None in spatial:
+        raise EdgeError(f"{source}: the input's height and width are not static; give --size H,W")
+    channels = dims[1] if layout == "nchw" else dims[3]
+    color = options.color or defaults["color"]
+    if channels == 1:
+        color = "gray"
+    mean = options.mean_values or defaults.get("mean") or (0.0,) * channels
+    scale = options.scale if options.scale is not None else defaults.get("scale", 1.0)
+    return Preprocess(
+        size=(spatial[0], spatial[1]), resize=options.resize or defaults["resize"],
+        resize_size=options.resize_size, color=color, mean=tuple(mean), mean_image=mean_image,
+        scale=scale, std=options.std, layout=layout,
+    )
+
+
+def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str | os.PathLike | None = None,
+                 weights: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
+                 options: PreprocessOptions | None = None, force: bool = False) -> Path:
+    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder."""
+    src = Path(src)
+    options = options or PreprocessOptions()
+    if options.std is not None and options.scale is not None:
+        raise EdgeError("give --scale or --std, not both")
+    sources = [("model", src)]
+    mean_image = None
+    if src.suffix == ".prototxt":
+        from .caffe import convert_caffe, read_mean_image
+
+        if weights is None:
+            raise EdgeError(f"{src}: a Caffe model needs its weights: --weights NET.caffemodel")
+        caffe = convert_caffe(src, Path(weights))
+        model = caffe.model
+        sources.append(("weights", Path(weights)))
+        # Caffe's classifiers: BGR, stretched to the input size, mean and scale from transform_param.
+        defaults = {"color": "bgr", "resize": "stretch", "mean": caffe.mean_values, "scale": caffe.scale}
+        if options.mean_file is not None:
+            mean_image = read_mean_image(options.mean_file)
+            sources.append(("mean", options.mean_file))
+        default_name = src.parent.name if src.stem == "deploy" else src.stem
+    else:
+        if weights is not None or options.mean_file is not None:
+            raise EdgeError(f"{src}: --weights and --mean are for Caffe models (a .prototxt)")
+        model = load_onnx(src)
+        defaults = {"color": "rgb", "resize": "shorter"}
+        default_name = src.stem
+    name = name or default_name
+    if not _NAME.match(name):
+        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    model = check_onnx(model, src)
+    input_name, dims, layout = find_image_input(model, options.layout, src)
+    output_name, classes, probabilities = find_class_output(model, src)
+    spec = _card_preprocess(dims, layout, options, defaults, mean_image, src)
+
+    label_lines = None
+    if labels is not None:
+        label_lines = read_labels(Path(labels))
+        if len(label_lines) != classes:
+            raise EdgeError(f"{labels}: {len(label_lines)} labels, but the model's output {output_name} has {classes} classes")
+        sources.append(("labels", Path(labels)))
+
+    card = Card(
+        name=name, input_name=input_name,
+        input_shape=(spec.channels, *spec.size) if layout == "nchw" else (*spec.size, spec.channels),
+        batch=dims[0] or 0, output_name=output_name, classes=classes, probabilities=probabilities,
+        preprocess=spec, labels=LABELS if label_lines is not None else None,
+        source={
+            "kind": "caffe" if src.suffix == ".prototxt" else "onnx",
+            "imported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "edge_version": __version__,
+            "files": [{"role": role, "path": str(p.resolve()), "sha256": sha256_file(p)} for role, p in sources],
+        },
+    )
+    folder = repo_folder(repo) / name
+    if folder.exists() and not force:
+        raise EdgeError(f"{folder}: already exists; pass --force to replace it")
+    with staged_folder(folder, replace=force) as staging:
+        onnx.save(model, str(staging / "model.onnx"))
+        (staging / CARD).write_text(tomli_w.dumps(card.to_toml()), encoding="utf-8")
+        if label_lines is not None:
+            shutil.copyfile(labels, staging / LABELS)
+        if mean_image is not None:
+            np.save(staging / MEAN_IMAGE, mean_image.astype(np.float32))
+    return folder
