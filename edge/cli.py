@@ -97,8 +97,8 @@ def cmd_classify(args) -> int:
     from .model import Model
     from .preprocess import load_image
 
-    images = [load_image(path) for path in args.images]  # every file is checked before any inference
     model = Model.load(args.model, args.repo, args.backend, args.precision)
+    images = [load_image(path) for path in args.images]  # every file is checked before any inference
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:

@@ -1,0 +1,217 @@
+"""`edge import`, `edge classify` and `edge eval` on small models made here; bad input refused cleanly."""
+
+import json
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from edge import EdgeError, Model, load_image
+from edge.cli import main
+from edge.model import Card
+
+from tiny_models import tiny_classifier
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return tmp_path / "engines"
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tiny_classifier(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture
+def labels(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("n01440764 tench, Tinca tinca\ncat\ndog\nbird\n")
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (12 + i, 16, 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def edge(*argv):
+    return main([str(a) for a in argv])
+
+
+def assert_refused(capsys, status, *fragments):
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("edge: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_import_writes_the_folder_and_card(tiny, labels, repo, capsys):
+    assert edge("import", tiny, "--repo", repo, "--labels", labels, "--resize", "shorter:10",
+                "--mean-values", "1,2,3", "--std", "4,5,6", "--color", "bgr") == 0
+    folder = repo / "tiny"
+    assert capsys.readouterr().out.strip() == str(folder)
+    assert sorted(p.name for p in repo.iterdir()) == ["tiny"]
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.txt", "model.onnx", "model.toml"]
+    card = Card.read(folder)
+    assert (card.input_name, card.input_shape, card.batch) == ("image", (3, 8, 8), 0)
+    assert (card.output_name, card.classes, card.probabilities) == ("logits", 4, False)
+    spec = card.preprocess
+    assert (spec.resize, spec.resize_size, spec.color, spec.layout) == ("shorter", 10, "bgr", "nchw")
+    assert spec.mean == (1, 2, 3) and spec.std == (4, 5, 6)
+    assert {f["role"] for f in card.source["files"]} == {"model", "labels"}
+    assert Model.load(folder).labels[0] == "tench, Tinca tinca"  # the synset id is dropped
+
+
+def test_softmax_output_and_nhwc_layout_are_found(tmp_path, repo):
+    tiny_classifier(tmp_path / "soft.onnx", softmax=True, nhwc=True, batch=1)
+    assert edge("import", tmp_path / "soft.onnx", "--repo", repo) == 0
+    card = Card.read(repo / "soft")
+    assert card.probabilities and card.preprocess.layout == "nhwc" and card.batch == 1
+    assert card.input_shape == (8, 8, 3)
+
+
+def test_classify_batches_images_and_prints_json(tiny, labels, repo, images, capsys):
+    edge("import", tiny, "--repo", repo, "--labels", labels)
+    capsys.readouterr()
+    assert edge("classify", "tiny", "--repo", repo, *images, "--top", "3", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in result["results"]] == [str(p) for p in images]
+    model = Model.load(repo / "tiny")
+    for r, path in zip(result["results"], images):
+        top = r["top"]
+        assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+        single = model.classify(load_image(path), top=3)
+        assert [p.class_id for p in single] == [t["class_id"] for t in top]
+        np.testing.assert_allclose([p.probability for p in single], [t["probability"] for t in top], atol=1e-5)
+
+
+def test_probabilities_sum_to_one_and_are_not_softmaxed_twice(tmp_path, repo, images):
+    tiny_classifier(tmp_path / "soft.onnx", softmax=True)
+    edge("import", tmp_path / "soft.onnx", "--repo", repo)
+    model = Model.load(repo / "soft")
+    batch = np.random.default_rng(0).normal(0, 50, (2, 3, 8, 8)).astype(np.float32)
+    raw = model.backend.run(batch)
+    np.testing.assert_allclose(model.probabilities(batch), raw, rtol=1e-6)
+    np.testing.assert_allclose(model.probabilities(batch).sum(axis=1), 1, rtol=1e-5)
+
+
+def test_oversample_averages_ten_crops(tiny, repo, images):
+    edge("import", tiny, "--repo", repo, "--resize", "stretch:12")
+    model = Model.load(repo / "tiny")
+    image = load_image(images[0])
+    from edge.preprocess import oversample
+
+    expected = model.probabilities(oversample(image, model.preprocess)).mean(axis=0)
+    top = model.classify(image, top=4, oversampled=True)
+    np.testing.assert_allclose([p.probability for p in top], np.sort(expected)[::-1], rtol=1e-5)
+
+
+def test_eval_counts_top1_and_top5(tiny, repo, images, tmp_path, capsys):
+    edge("import", tiny, "--repo", repo)
+    model = Model.load(repo / "tiny")
+    truth = [model.classify(load_image(p), top=1)[0].class_id for p in images]
+    listing = tmp_path / "val.txt"
+    wrong = [(c + 1) % 4 for c in truth]
+    listing.write_text("".join(f"{p.name} {c}\n" for p, c in zip(images, truth[:3] + wrong[3:])))
+    capsys.readouterr()
+    assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json", "--batch", "2") == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["n"] == 5 and scores["top1"] == pytest.approx(0.6) and scores["top5"] == 1.0
+    assert scores["top1_error"] == pytest.approx(0.4)
+    assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json", "--limit", "2") == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+
+
+def test_eval_pads_a_fixed_batch_and_scores_only_real_images(tmp_path, repo, images, capsys):
+    tiny_classifier(tmp_path / "fixed.onnx", batch=2)
+    edge("import", tmp_path / "fixed.onnx", "--repo", repo)
+    listing = tmp_path / "val.txt"
+    listing.write_text("".join(f"{p.name} 0\n" for p in images))  # 5 images, batches of 2
+    capsys.readouterr()
+    assert edge("eval", "fixed", "--repo", repo, "--list", listing, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 5
+
+
+# --- bad input: one line, non-zero exit, nothing written ------------------------------------------------------
+
+def test_text_file_renamed_onnx(tmp_path, repo, capsys):
+    fake = tmp_path / "fake.onnx"
+    fake.write_text("this is not a model\n" * 10)
+    assert_refused(capsys, edge("import", fake, "--repo", repo), str(fake), "not an ONNX model")
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_truncated_onnx(tiny, tmp_path, repo, capsys):
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 2])
+    assert_refused(capsys, edge("import", cut, "--repo", repo), str(cut))
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_labels_of_the_wrong_length(tiny, tmp_path, repo, capsys):
+    bad = tmp_path / "three.txt"
+    bad.write_text("a\nb\nc\n")
+    assert_refused(capsys, edge("import", tiny, "--repo", repo, "--labels", bad), str(bad), "3 labels", "4 classes")
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_several_image_inputs(tiny, tmp_path, repo, capsys):
+    model = onnx.load(str(tiny))
+    second = onnx.helper.make_tensor_value_info("image2", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])
+    model.graph.input.append(second)
+    path = tmp_path / "two.onnx"
+    onnx.save(model, str(path))
+    assert_refused(capsys, edge("import", path, "--repo", repo), str(path), "one image input")
+
+
+def test_no_static_channel_count(tiny, tmp_path, repo, capsys):
+    model = onnx.load(str(tiny))
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.dim_param = "C"
+    path = tmp_path / "dynamic_c.onnx"
+    onnx.save(model, str(path))
+    assert_refused(capsys, edge("import", path, "--repo", repo), str(path), "static channel count")
+
+
+def test_existing_folder_needs_force(tiny, repo, capsys):
+    assert edge("import", tiny, "--repo", repo) == 0
+    assert_refused(capsys, edge("import", tiny, "--repo", repo), "already exists")
+    assert edge("import", tiny, "--repo", repo, "--force", "--color", "bgr") == 0
+    assert Card.read(repo / "tiny").preprocess.color == "bgr"
+    assert sorted(p.name for p in repo.iterdir()) == ["tiny"]
+
+
+def test_missing_image_and_not_an_image(tiny, repo, tmp_path, capsys):
+    edge("import", tiny, "--repo", repo)
+    capsys.readouterr()
+    missing = tmp_path / "missing.jpg"
+    assert_refused(capsys, edge("classify", "tiny", "--repo", repo, missing), str(missing), "no such file")
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    assert_refused(capsys, edge("classify", "tiny", "--repo", repo, text), str(text), "not an image")
+
+
+def test_unknown_model_and_bad_list(tmp_path, repo, capsys):
+    assert_refused(capsys, edge("classify", "nothing", "--repo", repo, "x.jpg"), "nothing", "not a model folder")
+    listing = tmp_path / "val.txt"
+    listing.write_text("a.jpg cat\n")
+    with pytest.raises(EdgeError, match="val.txt:1"):
+        from edge.evaluate import read_label_list
+
+        read_label_list(listing)
+
+
+def test_info_reports_every_component(capsys):
+    assert edge("info", "--json") == 0
+    facts = json.loads(capsys.readouterr().out)
+    for key in ("python", "numpy", "onnxruntime", "opencv", "cuda", "pycuda", "tensorrt", "jetson-stats"):
+        assert facts[key]
