@@ -123,7 +123,8 @@ def add_eval(sub) -> None:
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
     p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--batch", type=int, default=8, help="images per inference run (when the model allows)")
+    p.add_argument("--batch", type=int, default=1, help="images per inference run, when the model allows "
+                   "(1 is fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
     p.add_argument("--json", action="store_true")
 
 

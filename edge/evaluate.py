@@ -72,7 +72,7 @@ class Score:
         return scores
 
 
-def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size: int = 8,
+def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size: int = 1,
              progress: bool = True) -> dict[str, dict]:
     """Score each model on the same images; the first model is the reference for agreement and deviation."""
     reference_model = next(iter(models.values()))
