@@ -145,14 +145,13 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
         if options.mean_file is not None:
             mean_image = read_mean_image(options.mean_file)
             sources.append(("mean", options.mean_file))
-        default_name = src.parent.name if src.stem == "deploy" else src.stem
     else:
         if weights is not None or options.mean_file is not None:
             raise EdgeError(f"{src}: --weights and --mean are for Caffe models (a .prototxt)")
         model = load_onnx(src)
         defaults = {"color": "rgb", "resize": "shorter"}
-        default_name = src.stem
-    name = name or default_name
+    # deploy.prototxt and model.onnx say nothing: the zoo's folder name does.
+    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
     if not _NAME.match(name):
         raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
     model = check_onnx(model, src)
