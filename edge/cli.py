@@ -130,9 +130,17 @@ def add_eval(sub) -> None:
 
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, read_label_list
-    from .model import Model
+    from .model import Model, find_model_folder
+    from .precision.images import exclude_calibration_images
 
-    items = read_label_list(args.label_list, args.root)[: args.limit]
+    listed = read_label_list(args.label_list, args.root)
+    # A model is never scored on the images it was calibrated on.
+    items = exclude_calibration_images(find_model_folder(args.model, args.repo), listed)
+    if len(items) < len(listed):
+        print(f"edge: eval leaves out {len(listed) - len(items)} images the model was calibrated on", file=sys.stderr)
+    items = items[: args.limit]
+    if not items:
+        raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     models = {p: Model.load(args.model, args.repo, args.backend, p) for p in precisions}
     scores = evaluate(models, items, batch_size=args.batch)
@@ -144,6 +152,68 @@ def cmd_eval(args) -> int:
     for name, s in scores.items():
         compared = f"{s['top1_agreement']:7.2%} {s['max_probability_deviation']:9.4f}" if "top1_agreement" in s else f"{'-':>7} {'-':>9}"
         print(f"{name:10} {s['n']:7d} {s['top1']:7.2%} {s['top5']:7.2%} {s['top1_error']:9.2%} {compared}")
+    return 0
+
+
+# --- fp16, calibrate -------------------------------------------------------------------------------------
+
+def add_fp16(sub) -> None:
+    p = sub.add_parser("fp16", help="model.fp16.onnx: float16 weights and compute, float32 I/O (docs/precision.md)")
+    p.add_argument("model", help="a model folder, or a model's name in the repository")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+
+
+def cmd_fp16(args) -> int:
+    from .model import find_model_folder
+    from .precision.fp16 import make_fp16
+
+    print(make_fp16(find_model_folder(args.model, args.repo)))
+    return 0
+
+
+def add_calibrate(sub) -> None:
+    from .precision.cache import DEFAULT_TENSORRT
+    from .precision.calibrate import METHODS
+
+    p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
+    p.add_argument("model", help="a model folder, or a model's name in the repository")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    p.add_argument("--images", required=True, type=Path, help="a folder of images, or a `file [class_id]` list")
+    p.add_argument("--count", type=int, default=100, help="images to calibrate on, evenly spaced in path order")
+    p.add_argument("--method", default=METHODS[0], choices=METHODS)
+    p.add_argument("--tensorrt", default=DEFAULT_TENSORRT, metavar="VERSION",
+                   help="the TensorRT the calibration.cache is stamped for (JetPack 5: 8.5.2; JetPack 6: 10.3.0)")
+
+
+def cmd_calibrate(args) -> int:
+    from .model import find_model_folder
+    from .precision.calibrate import calibrate
+    from .precision.images import choose_images
+
+    folder = find_model_folder(args.model, args.repo)
+    print(calibrate(folder, choose_images(args.images, args.count), args.method, tensorrt_version=args.tensorrt))
+    return 0
+
+
+# --- build -------------------------------------------------------------------------------------------------
+
+def add_build(sub) -> None:
+    p = sub.add_parser("build", help="TensorRT engine for this GPU from a model folder (reused while up to date)")
+    p.add_argument("model", help="a model folder, or a model's name in the repository")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--dla", type=int, metavar="N", help="run on DLA core N, layers it cannot run fall back to the GPU")
+    p.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT's workspace limit (default: TensorRT's)")
+    p.add_argument("--implicit", action="store_true",
+                   help="TensorRT 10: FP16/INT8 builder flags and calibration.cache instead of the typed ONNX variants")
+
+
+def cmd_build(args) -> int:
+    from .backends.tensorrt import build_engine
+    from .model import find_model_folder
+
+    folder = find_model_folder(args.model, args.repo)
+    print(build_engine(folder, args.precision, args.dla, args.workspace, args.implicit))
     return 0
 
 
@@ -170,6 +240,9 @@ VERBS = {
     "import": (add_import, cmd_import),
     "classify": (add_classify, cmd_classify),
     "eval": (add_eval, cmd_eval),
+    "fp16": (add_fp16, cmd_fp16),
+    "calibrate": (add_calibrate, cmd_calibrate),
+    "build": (add_build, cmd_build),
     "info": (add_info, cmd_info),
 }
 

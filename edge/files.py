@@ -11,6 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+# mkstemp and mkdtemp make private files; model folders must be readable by the service's own user.
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
@@ -24,6 +28,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -50,6 +55,7 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
     try:
+        os.chmod(staging, FOLDER_MODE)
         yield staging
         old = None
         if replace and final.exists():

@@ -215,3 +215,15 @@ def test_info_reports_every_component(capsys):
     facts = json.loads(capsys.readouterr().out)
     for key in ("python", "numpy", "onnxruntime", "opencv", "cuda", "pycuda", "tensorrt", "jetson-stats"):
         assert facts[key]
+
+
+def test_written_files_are_readable_by_the_service_user(tiny, repo):
+    import stat
+
+    from edge.files import atomic_write_text
+
+    edge("import", tiny, "--repo", repo)
+    folder = repo / "tiny"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    atomic_write_text(folder / "note.txt", "x")
+    assert stat.S_IMODE((folder / "note.txt").stat().st_mode) == 0o644

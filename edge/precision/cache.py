@@ -1,0 +1,81 @@
+"""TensorRT's calibration cache, the text file its INT8 calibrators read and write:
+
+    TRT-8502-EntropyCalibration2
+    input: 3c010204
+    /_conv_stem/Conv_output_0: 3d8e3a8f
+
+Line 1 is `TRT-<NV_TENSORRT_VERSION>-<algorithm>`; TensorRT ignores a cache whose version or algorithm differs
+from its own, so the header is stamped for the TensorRT that will read it (cache_header). Each other line is an
+ONNX tensor name and its scale, amax / 127, as the big-endian hex of the float32 bit pattern.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EdgeError
+
+ALGORITHM = "EntropyCalibration2"  # the calibrator edge's TensorRT backend loads a cache with (cache only, no images)
+DEFAULT_TENSORRT = "8.5.2"  # JetPack 5.1: the TensorRT where implicit INT8 from a cache is the native route
+
+
+@dataclass(frozen=True)
+class CalibrationCache:
+    tensorrt_version: int  # NV_TENSORRT_VERSION as written in the header
+    algorithm: str
+    scales: dict[str, float]  # tensor name -> amax / 127
+
+
+def tensorrt_version_number(version: str) -> int:
+    """NV_TENSORRT_VERSION: major*1000+minor*100+patch before TensorRT 10, major*10000+minor*100+patch from 10."""
+    try:
+        major, minor, patch = (int(part) for part in (version.split(".") + ["0", "0"])[:3])
+    except ValueError:
+        raise EdgeError(f"{version!r}: not a TensorRT version like 8.5.2") from None
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def cache_header(tensorrt_version: str = DEFAULT_TENSORRT, algorithm: str = ALGORITHM) -> str:
+    return f"TRT-{tensorrt_version_number(tensorrt_version)}-{algorithm}"
+
+
+def scale_to_hex(scale: float) -> str:
+    return struct.pack(">f", scale).hex()
+
+
+def hex_to_scale(text: str) -> float:
+    return struct.unpack(">f", bytes.fromhex(text.rjust(8, "0")))[0]
+
+
+def format_cache(scales: dict[str, float], tensorrt_version: str = DEFAULT_TENSORRT) -> str:
+    lines = [cache_header(tensorrt_version)]
+    lines += [f"{name}: {scale_to_hex(scale)}" for name, scale in scales.items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_cache(text: str, source: Path | str = "calibration cache") -> CalibrationCache:
+    lines = [line for line in text.splitlines() if line.strip()]
+    parts = lines[0].split("-", 2) if lines else []
+    if len(parts) != 3 or parts[0] != "TRT" or not parts[1].isdigit():
+        raise EdgeError(f"{source}: not a TensorRT calibration cache (first line should be like TRT-8502-{ALGORITHM})")
+    scales = {}
+    for number, line in enumerate(lines[1:], start=2):
+        name, sep, value = line.rpartition(": ")
+        try:
+            scales[name] = hex_to_scale(value.strip())
+        except (ValueError, struct.error):
+            sep = ""
+        if not sep or not name:
+            raise EdgeError(f"{source}: line {number} is not `tensor: hex scale`: {line[:80]!r}")
+    return CalibrationCache(int(parts[1]), parts[2], scales)
+
+
+def read_cache(path: Path) -> CalibrationCache:
+    try:
+        return parse_cache(Path(path).read_text(encoding="ascii"), path)
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise EdgeError(f"{path}: not a TensorRT calibration cache (not ASCII text)") from None

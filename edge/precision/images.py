@@ -1,0 +1,82 @@
+"""Which images calibrate, and the guarantee that they never also evaluate.
+
+choose_images takes a folder of images or a list file (`file [class_id]` a line, paths relative to the list's
+folder, like labels.txt), sorts the paths, and picks `count` of them evenly spaced through that order: the same
+files every time, spread over the classes when the names follow them (ImageNet's synset order). calibrate()
+records the chosen files and their SHA-256 in calibration.json; exclude_calibration_images drops them, by path
+or by content, from an evaluation list, so `edge eval` never scores a model on its own calibration images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import EdgeError
+from ..files import sha256_file
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+CALIBRATION_JSON = "calibration.json"
+
+
+def read_image_list(path: Path) -> list[tuple[Path, int | None]]:
+    """A `file [class_id]` list; paths are relative to the list's folder."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise EdgeError(f"{path}: not a UTF-8 text list of images") from None
+    items = []
+    for line in filter(None, (line.strip() for line in lines)):
+        name, _, class_id = line.rpartition(" ")
+        if not class_id.isdigit():
+            name, class_id = line, None
+        items.append((path.parent / name.strip(), None if class_id is None else int(class_id)))
+    return items
+
+
+def list_images(source: Path) -> list[Path]:
+    """The images of a folder (recursively) or of a list file, sorted by path."""
+    source = Path(source)
+    try:
+        if source.is_dir():
+            paths = [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        elif source.is_file():
+            paths = [p for p, _ in read_image_list(source)]
+        else:
+            raise EdgeError(f"{source}: no such folder or image list")
+    except OSError as e:
+        raise EdgeError(f"{source}: cannot read: {e.strerror or e}") from None
+    if not paths:
+        raise EdgeError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return sorted(paths, key=lambda p: p.as_posix())
+
+
+def choose_images(source: Path, count: int) -> list[Path]:
+    """`count` images of `source`, evenly spaced through its sorted paths."""
+    paths = list_images(source)
+    if count < 1:
+        raise EdgeError(f"--count must be at least 1, not {count}")
+    if len(paths) < count:
+        raise EdgeError(f"{source}: {len(paths)} images, fewer than the {count} asked for")
+    return [paths[i * len(paths) // count] for i in range(count)]
+
+
+def calibration_images(folder: Path) -> dict[Path, str]:
+    """The images a model folder was calibrated on (resolved path -> SHA-256); empty before calibration."""
+    path = Path(folder) / CALIBRATION_JSON
+    if not path.is_file():
+        return {}
+    try:
+        return {Path(i["path"]): i["sha256"] for i in json.loads(path.read_text(encoding="utf-8"))["images"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise EdgeError(f"{path}: bad or missing entry {e}") from None
+
+
+def exclude_calibration_images(folder: Path, items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The (path, class_id) evaluation items that are not calibration images, by path or by content."""
+    used = calibration_images(folder)
+    if not used:
+        return list(items)
+    hashes = set(used.values())
+    return [(path, class_id) for path, class_id in items
+            if Path(path).resolve() not in used and not (Path(path).is_file() and sha256_file(path) in hashes)]
