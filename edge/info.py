@@ -56,6 +56,7 @@ def report() -> dict[str, str]:
     import onnxruntime
 
     from . import __version__
+    from .backends.tensorrt import tensorrt_summary
 
     return {
         "edge": __version__,
@@ -67,6 +68,6 @@ def report() -> dict[str, str]:
         "opencv": _opencv(),
         "cuda": _cuda(),
         "pycuda": _module("pycuda"),
-        "tensorrt": _module("tensorrt"),
+        "tensorrt": tensorrt_summary(),
         "jetson-stats": _jetson_stats(),
     }
