@@ -16,28 +16,31 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import EdgeError
+from .files import read_text_lines
 from .model import Model
 from .preprocess import load_image, preprocess
 
 
-def read_label_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int]]:
-    """(image path, class id) pairs; image paths are relative to `root`, by default the list's folder."""
+def read_image_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int | None]]:
+    """`file [class_id]` lines -> (image path, class id or None); paths are relative to `root`, by default the
+    list's folder."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise EdgeError(f"{path}: not a text file") from None
     items = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        name, _, class_id = line.strip().rpartition(" ")
+    for line in filter(None, (line.strip() for line in read_text_lines(path))):
+        name, _, class_id = line.rpartition(" ")
         if not name or not class_id.isdigit():
-            raise EdgeError(f"{path}:{number}: expected `file class_id`, got {line.strip()!r}")
-        items.append((root / name, int(class_id)))
+            name, class_id = line, None
+        items.append((root / name, None if class_id is None else int(class_id)))
+    return items
+
+
+def read_label_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int]]:
+    """(image path, class id) pairs of Caffe's train.txt / val.txt format, every image labelled."""
+    items = read_image_list(path, root)
+    for number, (image, class_id) in enumerate(items, 1):
+        if class_id is None:
+            raise EdgeError(f"{path}: entry {number} ({image.name}) has no class id: expected `file class_id`")
     if not items:
         raise EdgeError(f"{path}: no images listed")
     return items

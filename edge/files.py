@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import EdgeError
+
 # mkstemp and mkdtemp make private files; model folders must be readable by the service's own user.
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
@@ -22,6 +24,18 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file, or a one-line EdgeError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise EdgeError(f"{path}: is a folder, not a text file") from None
+    except UnicodeDecodeError:
+        raise EdgeError(f"{path}: not a UTF-8 text file") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeError
+from .files import read_text_lines
 from .preprocess import Preprocess, oversample, preprocess
 
 if sys.version_info >= (3, 11):
@@ -115,12 +116,7 @@ _SYNSET_ID = re.compile(r"^n\d{8}\s+")
 
 def read_labels(path: Path) -> list[str]:
     """One label a line; a leading WordNet id (Caffe's synset_words.txt) is dropped, as jetson-inference does."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise EdgeError(f"{path}: not a UTF-8 text file") from None
+    lines = read_text_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
     return [_SYNSET_ID.sub("", line.strip()) for line in lines]

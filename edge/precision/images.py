@@ -13,25 +13,11 @@ import json
 from pathlib import Path
 
 from ..errors import EdgeError
+from ..evaluate import read_image_list
 from ..files import sha256_file
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CALIBRATION_JSON = "calibration.json"
-
-
-def read_image_list(path: Path) -> list[tuple[Path, int | None]]:
-    """A `file [class_id]` list; paths are relative to the list's folder."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise EdgeError(f"{path}: not a UTF-8 text list of images") from None
-    items = []
-    for line in filter(None, (line.strip() for line in lines)):
-        name, _, class_id = line.rpartition(" ")
-        if not class_id.isdigit():
-            name, class_id = line, None
-        items.append((path.parent / name.strip(), None if class_id is None else int(class_id)))
-    return items
 
 
 def list_images(source: Path) -> list[Path]:
@@ -41,7 +27,7 @@ def list_images(source: Path) -> list[Path]:
         if source.is_dir():
             paths = [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         elif source.is_file():
-            paths = [p for p, _ in read_image_list(source)]
+            paths = [p for p, _ in read_image_list(source)]  # `file [class_id]`, like edge eval's --list
         else:
             raise EdgeError(f"{source}: no such folder or image list")
     except OSError as e:
