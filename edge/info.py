@@ -41,15 +41,6 @@ def _opencv() -> str:
     return f"{cv2.__version__} at {where}, GStreamer {'yes' if has_gstreamer else 'no (csi:// needs JetPack’s OpenCV)'}"
 
 
-def _jetson_stats() -> str:
-    found = _module("jtop")
-    if not found.startswith("yes"):
-        return found
-    if not Path("/run/jtop.sock").exists():
-        return f"{found[:-1]}, but /run/jtop.sock is missing: is jtop.service running?)"
-    return found
-
-
 def report() -> dict[str, str]:
     import numpy
     import onnx
@@ -57,6 +48,9 @@ def report() -> dict[str, str]:
 
     from . import __version__
     from .backends.tensorrt import tensorrt_summary
+    from .telemetry import availability
+
+    usable, telemetry = availability()
 
     return {
         "edge": __version__,
@@ -69,5 +63,5 @@ def report() -> dict[str, str]:
         "cuda": _cuda(),
         "pycuda": _module("pycuda"),
         "tensorrt": tensorrt_summary(),
-        "jetson-stats": _jetson_stats(),
+        "jetson-stats": ("yes ({})" if usable else "no ({})").format(telemetry),
     }

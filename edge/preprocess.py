@@ -5,7 +5,8 @@ the model's input. The steps, in order:
 
 1. resize  "stretch": to S x S (S = resize_size, default the input size), ignoring aspect ratio, as Caffe's
            classifiers do; "shorter": the shorter side to S keeping aspect ratio (torchvision's rule: the longer
-           side is int(S * long / short)), S defaulting to 256/224 of the input's shorter side.
+           side is int(S * long / short)), S defaulting to 256/224 of the input's shorter side, and larger
+           when a non-square input would not otherwise fit inside the resized frame.
            Bilinear with half-pixel centres (OpenCV INTER_LINEAR); the GPU kernel follows the same convention.
 2. crop    the centre input-size window (torchvision's rounding); oversampling takes the four corners too.
 3. colour  reorder to the model's channel order ("bgr", "rgb"), or convert to one "gray" channel.
@@ -55,7 +56,8 @@ class Preprocess:
             raise EdgeError(f"std has {len(self.std)} values; the model has {self.channels} channels")
         if self.mean_image is not None and self.mean_image.shape[0] != self.channels:
             raise EdgeError(f"mean image has {self.mean_image.shape[0]} channels; the model has {self.channels}")
-        if self.resize_size is not None and self.resize_size < min(self.size):
+        smallest = max(self.size) if self.resize == "stretch" else min(self.size)
+        if self.resize_size is not None and self.resize_size < smallest:
             raise EdgeError(f"resize size {self.resize_size} is smaller than the input size {self.size}")
 
     @property
@@ -70,8 +72,15 @@ class Preprocess:
             return (side, side) if side else (height, width)
         side = self.resize_size or round(min(height, width) * 256 / 224)
         if frame_height <= frame_width:
-            return side, int(side * frame_width / frame_height)
-        return int(side * frame_height / frame_width), side
+            resized = side, int(side * frame_width / frame_height)
+        else:
+            resized = int(side * frame_height / frame_width), side
+        if resized[0] >= height and resized[1] >= width:
+            return resized
+        # A non-square input can be wider (or taller) than the frame's resized long side: grow until it fits
+        # rather than pad, keeping the aspect ratio (torchvision would pad the crop with zeros instead).
+        scale = max(height / frame_height, width / frame_width)
+        return max(height, int(frame_height * scale)), max(width, int(frame_width * scale))
 
     def crop_origins(self, resized_height: int, resized_width: int, corners: bool = False) -> list[tuple[int, int]]:
         """Top-left corners of the crop windows: the centre, or the four corners then the centre."""

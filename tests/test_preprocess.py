@@ -35,6 +35,13 @@ def test_shorter_side_keeps_aspect_and_truncates_the_longer_side():
     assert Preprocess(size=(224, 224), resize="shorter").resized_shape(224, 224) == (256, 256)  # 256/224 default
 
 
+def test_shorter_side_grows_until_a_non_square_input_fits():
+    spec = Preprocess(size=(16, 24), resize="shorter", resize_size=18)
+    assert spec.resized_shape(20, 20) == (24, 24)  # 18 x 18 would be narrower than the 24-wide input
+    assert preprocess(frame(20, 20), spec).shape == (3, 16, 24)
+    assert spec.resized_shape(20, 40) == (18, 36)  # already fits: torchvision's rule holds
+
+
 def test_centre_crop_rounds_like_torchvision():
     spec = Preprocess(size=(224, 224), resize="shorter", resize_size=256)
     assert spec.crop_origins(256, 341) == [(16, 58)]  # round(58.5) = 58, Python's and torchvision's rounding
@@ -99,7 +106,7 @@ def test_oversample_takes_corners_centre_and_their_mirrors():
 
 @pytest.mark.parametrize("kwargs", [
     {"resize": "fit"}, {"color": "yuv"}, {"layout": "chw"}, {"mean": (1, 2)}, {"std": (1,)},
-    {"resize_size": 100},
+    {"resize_size": 100}, {"resize_size": 200, "resize": "shorter"},
 ])
 def test_bad_specs_are_refused(kwargs):
     with pytest.raises(EdgeError):
