@@ -40,7 +40,7 @@ def _resize(text: str) -> tuple[str, int | None]:
 def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     parser.add_argument("model", help="a model folder, or a model's name in the repository")
     parser.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "torch"))
     if precision:
         parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
 
@@ -237,6 +237,72 @@ def cmd_info(args) -> int:
     return 0
 
 
+# --- run, service ------------------------------------------------------------------------------------------
+
+def add_run(sub) -> None:
+    from .runtime.service import RUN_OPTIONS
+
+    p = sub.add_parser("run", help="classify a camera, stream, video or image folder; JSON lines out",
+                       description="Every option is also a key of the --config TOML file ('-' written '_'; "
+                       "systemd/edge.toml documents them); a flag given here wins over the file.")
+    p.add_argument("model", nargs="?", help="a model folder, or a model's name in the repository")
+    p.add_argument("--config", type=Path, help="a TOML file of these options (the service's /etc/edge/edge.toml)")
+    for option in RUN_OPTIONS[1:]:
+        flag = "--" + option.key.replace("_", "-")
+        if option.kind is bool:
+            p.add_argument(flag, action="store_true", default=None, help=option.help)
+        elif option.kind is list:
+            p.add_argument(flag, action="append", metavar="URI", help=f"{option.help} (repeatable; default: -)")
+        else:
+            default = "" if option.default in (None, "") else f" (default: {option.default})"
+            p.add_argument(flag, type=option.kind, help=option.help + default)
+
+
+def cmd_run(args) -> int:
+    from .runtime.service import RUN_OPTIONS, run
+
+    return run(args.config, {option.key: getattr(args, option.key) for option in RUN_OPTIONS})
+
+
+def add_service(sub) -> None:
+    p = sub.add_parser("service", help="install, uninstall or inspect the systemd service edge.service")
+    p.add_argument("action", choices=("install", "uninstall", "status"))
+    p.add_argument("--dry-run", action="store_true", help="print the unit and what would be done; change nothing")
+
+
+def cmd_service(args) -> int:
+    from .runtime import service
+
+    return {"install": service.install, "uninstall": service.uninstall, "status": service.status}[args.action](args.dry_run)
+
+
+# --- profile ----------------------------------------------------------------------------------------------
+
+def add_profile(sub) -> None:
+    p = sub.add_parser("profile", help="time every stage of the camera loop; transfer split from compute",
+                       description="Runs the loop of `edge run` serially (stage costs) and overlapped (throughput). "
+                       "Without CUDA and a GPU backend it profiles the host path and says so; --memory then "
+                       "has nothing to choose and is ignored with a note.")
+    _model_flags(p)
+    p.add_argument("--input", default="test://", metavar="URI", help="default: test://, a generated 1080p pattern")
+    p.add_argument("--frames", type=int, default=200, help="measured frames per run (default: 200)")
+    p.add_argument("--warmup", type=int, default=20, help="frames run first and left out (default: 20)")
+    p.add_argument("--memory", help="pageable,pinned,mapped: host memory modes to compare (default: the device's)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the stage times (needs matplotlib)")
+
+
+def cmd_profile(args) -> int:
+    from .profiler import format_report, plot, profile
+
+    result = profile(args.model, args.repo, args.input, args.frames, args.warmup, args.memory, args.backend,
+                     args.precision)
+    if args.plot:
+        plot(result, args.plot)
+    print(json.dumps(result.to_dict()) if args.json else format_report(result))
+    return 0
+
+
 VERBS = {
     "import": (add_import, cmd_import),
     "classify": (add_classify, cmd_classify),
@@ -244,6 +310,9 @@ VERBS = {
     "fp16": (add_fp16, cmd_fp16),
     "calibrate": (add_calibrate, cmd_calibrate),
     "build": (add_build, cmd_build),
+    "run": (add_run, cmd_run),
+    "service": (add_service, cmd_service),
+    "profile": (add_profile, cmd_profile),
     "info": (add_info, cmd_info),
 }
 

@@ -17,7 +17,7 @@ from ..errors import EdgeError
 if TYPE_CHECKING:
     from ..model import Card
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
 class Backend(Protocol):
@@ -27,13 +27,17 @@ class Backend(Protocol):
 def load_backend(name: str, folder: Path, card: "Card", precision: str) -> Backend:
     from ..model import PRECISION_FILES
 
-    if name == "onnxruntime":
-        from .onnxruntime import OnnxRuntimeBackend
-
+    if name in ("onnxruntime", "torch"):
         onnx_path = folder / PRECISION_FILES[precision]
         if not onnx_path.is_file():
             hint = "edge fp16" if precision == "fp16" else "edge calibrate"
             raise EdgeError(f"{onnx_path}: no {precision} variant; make it with `{hint} {folder}`")
+        if name == "torch":  # PyTorch on CUDA: a GPU executor where TensorRT is absent (edge/backends/torch.py)
+            from .torch import TorchBackend
+
+            return TorchBackend(onnx_path, card)
+        from .onnxruntime import OnnxRuntimeBackend
+
         return OnnxRuntimeBackend(onnx_path, card)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend

@@ -1,0 +1,214 @@
+"""The GPU data path: frames in host memory -> fused preprocessing -> engine -> probabilities on the host.
+
+Each frame (or batch) takes a slot: its own host frame buffer, device buffers and events. Two CUDA streams:
+
+    copy stream:     upload (pinned: async DMA; pageable: synchronous copy; mapped: none) -> fused kernel
+    compute stream:  waits for the kernel's event -> engine -> download (async into pinned memory; mapped: none)
+
+With two slots the loop is double-buffered: `submit(frame N+1)` queues its upload and kernel on the copy stream
+while the engine still computes frame N on the compute stream, then `collect()` returns frame N. With one slot
+(or submit/collect in turn) every frame runs alone, which is what per-stage timing wants.
+
+Stage times come from CUDA events (upload, preprocess, compute, download) plus the host clock for the copy of the
+frame into page-locked memory, which is counted in "upload" (the frame has to get there for the DMA to start).
+
+An engine for this path is any object with
+    input_dtype                                  numpy dtype the engine reads (float32 or float16)
+    output_shape(batch) -> tuple                 float32 output elements per batch
+    run_device(input_pointer, output_pointer, batch, stream)   queue the model on a pycuda Stream
+The torch backend is one; `device_engine` wraps the TensorRT backend's set_batch/execute into one.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import EdgeError
+from ..preprocess import Preprocess
+from .buffers import DeviceBuffer, HostBuffer, download, upload
+from .kernels import FusedPreprocess, output_shape
+
+GPU_STAGES = ("upload", "preprocess", "compute", "download")
+
+
+class DeviceEngine(Protocol):
+    input_dtype: np.dtype
+
+    def output_shape(self, batch: int) -> tuple[int, ...]: ...
+
+    def run_device(self, input_pointer: int, output_pointer: int, batch: int, stream) -> None: ...
+
+
+class TensorRTEngine:
+    """The TensorRT backend (edge/backends/tensorrt.py) as a DeviceEngine: the card's input and output tensors at
+    the pipeline's pointers, any other output the engine has in scratch buffers of its own."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        tensors = {t.name: t for t in backend.tensors}
+        self.input_dtype = np.dtype(tensors[backend.input_name].dtype)
+        output = tensors[backend.output_name]
+        if output.dtype != np.float32:
+            raise EdgeError(f"the GPU path reads a float32 output; this engine's {output.name} is {output.dtype}")
+        self.other_outputs = [t for t in backend.tensors if t.mode == "output" and t.name != backend.output_name]
+        self.batch = 0
+        self.scratch: dict[str, DeviceBuffer] = {}
+
+    def output_shape(self, batch: int) -> tuple[int, ...]:
+        return self.backend.set_batch(batch)[self.backend.output_name]
+
+    def run_device(self, input_pointer: int, output_pointer: int, batch: int, stream) -> None:
+        if batch != self.batch:
+            shapes = self.backend.set_batch(batch)
+            self.scratch = {t.name: DeviceBuffer(shapes[t.name], t.dtype) for t in self.other_outputs}
+            self.batch = batch
+        addresses = {self.backend.input_name: input_pointer, self.backend.output_name: output_pointer}
+        addresses.update({name: buffer.pointer for name, buffer in self.scratch.items()})
+        self.backend.execute(addresses, stream.handle)
+
+
+def device_engine(backend) -> DeviceEngine | None:
+    """The model's backend as a DeviceEngine, or None when it runs on the host (ONNX Runtime)."""
+    if hasattr(backend, "run_device"):
+        return backend
+    if hasattr(backend, "execute") and hasattr(backend, "set_batch"):
+        return TensorRTEngine(backend)
+    return None
+
+
+@dataclass
+class _Slot:
+    frame_shape: tuple[int, ...] = ()
+    host_frame: HostBuffer | None = None
+    device_frame: DeviceBuffer | None = None
+    device_input: DeviceBuffer | None = None
+    device_output: DeviceBuffer | None = None
+    host_output: HostBuffer | None = None
+    events: dict = field(default_factory=dict)
+    batch: int = 0
+    staging_ms: float = 0.0
+
+
+class GpuPipeline:
+    def __init__(self, spec: Preprocess, engine: DeviceEngine, mode: str, max_batch: int = 1, slots: int = 2):
+        import pycuda.driver as cuda
+
+        self.spec, self.engine, self.mode, self.max_batch = spec, engine, mode, max_batch
+        self.kernel = FusedPreprocess(spec, engine.input_dtype)
+        self.copy_stream = cuda.Stream()
+        self.compute_stream = cuda.Stream()
+        self.slots = [_Slot(events={name: cuda.Event() for name in
+                                    ("upload_start", "upload_end", "preprocess_end", "compute_start",
+                                     "compute_end", "download_end")}) for _ in range(slots)]
+        self.next_slot = 0
+        self.in_flight: collections.deque[_Slot] = collections.deque()
+        input_shape = output_shape(spec, max_batch)
+        output = engine.output_shape(max_batch)
+        for slot in self.slots:
+            slot.device_input = DeviceBuffer(input_shape, engine.input_dtype)
+            if mode == "mapped":  # the engine writes where the host reads, as jetson-inference does
+                slot.host_output = HostBuffer(output, np.float32, "mapped")
+            else:
+                slot.device_output = DeviceBuffer(output, np.float32)
+                slot.host_output = HostBuffer(output, np.float32, mode)
+
+    def _frame_buffers(self, slot: _Slot, shape: tuple[int, ...]) -> None:
+        """(Re)allocate a slot's frame buffers for frames of `shape` (batch, height, width, 3)."""
+        if slot.frame_shape == shape:
+            return
+        slot.frame_shape = shape
+        slot.host_frame = HostBuffer(shape, np.uint8, self.mode)
+        slot.device_frame = None if self.mode == "mapped" else DeviceBuffer(shape, np.uint8)
+
+    def submit(self, frames: list[np.ndarray]) -> None:
+        """Queue frames (same size, uint8 HxWx3 BGR, at most max_batch) through kernel, engine and download."""
+        if len(self.in_flight) == len(self.slots):
+            raise RuntimeError("every slot is in flight: collect() one first")
+        if not 0 < len(frames) <= self.max_batch:
+            raise ValueError(f"a batch of 1 to {self.max_batch} frames, not {len(frames)}")
+        slot = self.slots[self.next_slot]
+        self.next_slot = (self.next_slot + 1) % len(self.slots)
+        height, width = frames[0].shape[:2]
+        batch = len(frames)
+        self._frame_buffers(slot, (batch if self.mode == "pageable" else self.max_batch, height, width, 3))
+        events = slot.events
+
+        start = time.perf_counter_ns()
+        if self.mode == "pageable":  # copied from where the frames lie, as code without page-locked memory does
+            slot.host_frame.array = np.ascontiguousarray(frames[0][None] if batch == 1 else np.stack(frames))
+        else:  # into page-locked memory, where DMA (pinned) or the kernel (mapped) can reach them
+            for i, frame in enumerate(frames):
+                slot.host_frame.array[i] = frame
+        slot.staging_ms = (time.perf_counter_ns() - start) / 1e6
+
+        events["upload_start"].record(self.copy_stream)
+        if self.mode != "mapped":
+            upload(slot.device_frame, slot.host_frame, self.copy_stream)
+            frames_pointer = slot.device_frame.pointer
+        else:
+            frames_pointer = slot.host_frame.device_pointer
+        events["upload_end"].record(self.copy_stream)
+        self.kernel.launch(frames_pointer, height, width, batch, slot.device_input.pointer, self.copy_stream)
+        events["preprocess_end"].record(self.copy_stream)
+
+        self.compute_stream.wait_for_event(events["preprocess_end"])
+        events["compute_start"].record(self.compute_stream)
+        output_pointer = slot.host_output.device_pointer if self.mode == "mapped" else slot.device_output.pointer
+        self.engine.run_device(slot.device_input.pointer, output_pointer, batch, self.compute_stream)
+        events["compute_end"].record(self.compute_stream)
+        if self.mode == "pinned":
+            download(slot.host_output, slot.device_output, self.compute_stream)
+            events["download_end"].record(self.compute_stream)
+        slot.batch = batch
+        self.in_flight.append(slot)
+
+    def collect(self) -> tuple[np.ndarray, dict[str, float]]:
+        """The oldest submitted batch: (probabilities or logits (batch, ...) float32 copy, stage times in ms)."""
+        slot = self.in_flight.popleft()
+        events = slot.events
+        if self.mode == "pinned":
+            events["download_end"].synchronize()
+        else:
+            events["compute_end"].synchronize()
+            if self.mode == "pageable":  # a synchronous copy: it waits here, after compute, as it must
+                download(slot.host_output, slot.device_output, self.compute_stream)
+            events["download_end"].record(self.compute_stream)
+            events["download_end"].synchronize()
+        times = {
+            "upload": slot.staging_ms + events["upload_end"].time_since(events["upload_start"]),
+            "preprocess": events["preprocess_end"].time_since(events["upload_end"]),
+            "compute": events["compute_end"].time_since(events["compute_start"]),
+            "download": events["download_end"].time_since(events["compute_end"]),
+        }
+        return slot.host_output.array[: slot.batch].copy(), times
+
+
+class GpuExecutor:
+    """The Loop's executor protocol (edge/runtime/loop.py) on the GPU path: `preprocess` queues upload and
+    kernel, `compute` runs the engine and returns probabilities. The Loop runs one batch at a time, so this
+    uses one slot; the per-stage GPU times go to the same recorders as the Loop's, named "gpu:<stage>"."""
+
+    def __init__(self, model, engine: DeviceEngine, mode: str, recorders=()):
+        from ..model import softmax
+
+        self.softmax = None if model.card.probabilities else softmax
+        self.batch = max(model.card.batch, 1)
+        self.pipeline = GpuPipeline(model.preprocess, engine, mode, max_batch=self.batch, slots=1)
+        self.recorders = list(recorders)
+
+    def preprocess(self, images: list[np.ndarray]) -> int:
+        self.pipeline.submit(images)
+        return len(images)
+
+    def compute(self, count: int) -> np.ndarray:
+        output, times = self.pipeline.collect()
+        for stage, ms in times.items():
+            for recorder in self.recorders:
+                recorder.record(f"gpu:{stage}", ms / 1000.0)
+        output = output.reshape(len(output), -1)
+        return self.softmax(output) if self.softmax else output

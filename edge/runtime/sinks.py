@@ -1,0 +1,209 @@
+"""Results: one JSON object per frame, and the sinks that carry them as JSON lines.
+
+    {"frame": 0, "timestamp": 1764000000.123, "position": 0.04, "latency_ms": 21.4,
+     "top": [{"class_id": 207, "label": "golden retriever", "probability": 0.91}, ...],
+     "groups": [{"name": "dog", "probability": 0.97}]}
+
+`timestamp` is the wall-clock time the frame was captured; `position` (seconds into a video file) or `file`
+(for image folders) says which frame it was; `latency_ms` runs from capture to the result.
+
+Label groups name many classes at once (every ImageNet dog is a "dog"); a group's probability is the sum of
+its classes'. A groups file is TOML:
+
+    [groups]
+    dog = ["151-268"]                     # inclusive class-id ranges,
+    cat = [281, 282, 283, 284, 285]       # class ids,
+    ball = ["soccer ball", "tennis ball"] # or labels exactly as in labels.txt
+
+Smoothing averages each class's probability over the last N frames before top-k and groups are taken (a
+moving mean: a flicker of one frame moves it by 1/N). Entries below the minimum probability are left out.
+
+Outputs: "-" is stdout, udp://HOST:PORT sends one datagram per line, anything else is a file appended to.
+An annotated video (--annotate) is the one sink that takes frames rather than lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import EdgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def load_groups(path: str | Path, labels: list[str], classes: int) -> dict[str, np.ndarray]:
+    """Group name -> the class ids in it, from a groups TOML file; every entry is checked against the model."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("groups")
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EdgeError(f"{path}: not valid TOML: {e}") from None
+    if not isinstance(table, dict) or not table:
+        raise EdgeError(f"{path}: expected a [groups] table of name = [class ids, \"a-b\" ranges or labels]")
+    by_label = {label: i for i, label in enumerate(labels)}
+    groups = {}
+    for name, members in table.items():
+        if not isinstance(members, list) or not members:
+            raise EdgeError(f"{path}: group {name!r} must be a non-empty list")
+        ids: set[int] = set()
+        for member in members:
+            found = _RANGE.match(member) if isinstance(member, str) else None
+            if isinstance(member, int) and not isinstance(member, bool):
+                ids.add(member)
+            elif found:
+                ids.update(range(int(found.group(1)), int(found.group(2)) + 1))
+            elif isinstance(member, str) and member in by_label:
+                ids.add(by_label[member])
+            else:
+                raise EdgeError(f"{path}: group {name!r}: {member!r} is not a class id, an a-b range or a label")
+        if not all(0 <= i < classes for i in ids):
+            raise EdgeError(f"{path}: group {name!r} has class ids outside 0..{classes - 1}")
+        groups[name] = np.array(sorted(ids), dtype=np.intp)
+    return groups
+
+
+class Results:
+    """Probabilities of one frame -> its result dict (top-k, groups), with smoothing and a minimum probability."""
+
+    def __init__(self, model, top: int = 5, groups: dict[str, np.ndarray] | None = None,
+                 min_probability: float = 0.0, smoothing: int = 1):
+        if smoothing < 1:
+            raise EdgeError(f"smoothing must be at least 1 frame, not {smoothing}")
+        if top < 0:
+            raise EdgeError(f"top must be 0 or more, not {top}")
+        self.model, self.top, self.groups = model, top, groups or {}
+        self.min_probability = min_probability
+        self.window = np.zeros((smoothing, model.card.classes), dtype=np.float32)
+        self.seen = 0  # frames smoothed so far
+
+    def smooth(self, probabilities: np.ndarray) -> np.ndarray:
+        if len(self.window) == 1:
+            return probabilities
+        self.window[self.seen % len(self.window)] = probabilities  # a ring: the oldest row is replaced
+        self.seen += 1
+        return self.window[: min(self.seen, len(self.window))].mean(axis=0)
+
+    def make(self, frame, probabilities: np.ndarray) -> dict:
+        p = self.smooth(probabilities)
+        result: dict = {"frame": frame.index, "timestamp": round(frame.timestamp, 6)}
+        if frame.position is not None:
+            result["position"] = round(frame.position, 6)
+        if frame.file is not None:
+            result["file"] = frame.file
+        top = [t.to_dict() for t in self.model.top(p, self.top) if t.probability >= self.min_probability]
+        result["top"] = top
+        if self.groups:
+            scores = ((name, float(p[ids].sum())) for name, ids in self.groups.items())
+            result["groups"] = [{"name": name, "probability": round(score, 6)}
+                                for name, score in sorted(scores, key=lambda s: -s[1]) if score >= self.min_probability]
+        result["latency_ms"] = round((time.time() - frame.timestamp) * 1000.0, 3)
+        return result
+
+    @staticmethod
+    def encode(result: dict) -> str:
+        return json.dumps(result, separators=(",", ":"))
+
+
+class StreamSink:
+    """Lines to stdout or to a file (appended; flushed per line so a reader or a crash loses nothing)."""
+
+    def __init__(self, stream, owned: bool):
+        self.stream, self.owned = stream, owned
+
+    def write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.owned:
+            self.stream.close()
+
+
+class UdpSink:
+    """One datagram per result. A datagram nobody receives is simply lost: the loop never waits on a reader."""
+
+    def __init__(self, host: str, port: int):
+        self.address = (host, port)
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+
+    def write(self, line: str) -> None:
+        try:
+            self.socket.sendto(line.encode("utf-8"), self.address)
+        except OSError:  # no route, nobody listening, datagram too large: the next result may fare better
+            pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class AnnotatedVideo:
+    """Each classified frame with its top label (or top group) drawn, to a video file: a look at what the model
+    sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's."""
+
+    FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path, self.fps = Path(path), fps
+        if self.path.suffix.lower() not in self.FOURCC:
+            raise EdgeError(f"{self.path}: an annotated video must be .avi or .mp4")
+        self.writer = None
+        self.size: tuple[int, int] | None = None
+
+    def write(self, image: np.ndarray, result: dict) -> None:
+        if self.writer is None:
+            self.size = (image.shape[1], image.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise EdgeError(f"{self.path}: OpenCV cannot write this video")
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size)
+        best = (result.get("groups") or result["top"] or [None])[0]
+        if best is not None:
+            text = f"{best.get('name') or best['label']} {best['probability']:.2f}"
+            scale = max(image.shape[0] / 720, 0.4)
+            for color, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):  # a dark outline keeps it readable
+                cv2.putText(image, text, (10, int(30 * scale) + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, color,
+                            max(1, int(thickness * scale * 1.5)), cv2.LINE_AA)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def open_sink(uri: str):
+    if uri == "-":
+        return StreamSink(sys.stdout, owned=False)
+    if uri.startswith("udp://"):
+        host, sep, port = uri[len("udp://"):].rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise EdgeError(f"{uri}: expected udp://HOST:PORT")
+        return UdpSink(host.strip("[]"), int(port))
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    try:
+        return StreamSink(open(path, "a", encoding="utf-8"), owned=True)
+    except OSError as e:
+        raise EdgeError(f"{path}: cannot write results: {e.strerror or e}") from None
