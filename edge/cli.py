@@ -130,8 +130,8 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, read_label_list
-    from .model import Model, find_model_folder
+    from .evaluate import evaluate, load_models, read_label_list
+    from .model import find_model_folder
     from .precision.images import exclude_calibration_images
 
     listed = read_label_list(args.label_list, args.root)
@@ -143,8 +143,8 @@ def cmd_eval(args) -> int:
     if not items:
         raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    models = {p: Model.load(args.model, args.repo, args.backend, p) for p in precisions}
-    scores = evaluate(models, items, batch_size=args.batch)
+    models, workers = load_models(args.model, args.repo, args.backend, precisions)
+    scores = evaluate(models, items, batch_size=args.batch, workers=workers)
     if args.json:
         only = next(iter(scores.values()))
         print(json.dumps(only if len(scores) == 1 else {"n": only["n"], "precisions": scores}))

@@ -1,13 +1,15 @@
 """Top-1 / top-5 accuracy over a labelled image list, and agreement between precisions.
 
 The list is Caffe's train.txt / val.txt format: `relative/path.jpg class_id`, one image a line. Images are
-decoded and preprocessed once, on a worker thread that prepares the next batch while the current one runs
-(OpenCV releases the GIL), and every model given sees the same batch.
+decoded and preprocessed once, on worker threads (OpenCV and ONNX Runtime release the GIL), and every model
+given sees the same batch.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +77,36 @@ class Score:
         return scores
 
 
-def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size: int = 1,
+def load_models(model: str | os.PathLike, repo: str | os.PathLike | None, backend: str,
+                precisions: list[str]) -> tuple[dict[str, Model], int]:
+    """The model at each precision, and how many batches `evaluate` should run at once.
+
+    On a CPU, one single-threaded ONNX Runtime run per core beats one run spread over every core (about 1.2x on
+    2 cores: docs/benchmarks.md); a GPU backend runs one batch at a time.
+    """
+    workers = (os.cpu_count() or 1) if backend == "onnxruntime" else 1
+    threads = 1 if workers > 1 else 0
+    return {p: Model.load(model, repo, backend, p, cpu_threads=threads) for p in precisions}, workers
+
+
+def _in_order(pool: ThreadPoolExecutor, fn, jobs: list, ahead: int):
+    """fn(job) for every job on the pool; results in job order, with at most `ahead` jobs in flight."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size: int = 1, workers: int = 1,
              progress: bool = True) -> dict[str, dict]:
-    """Score each model on the same images; the first model is the reference for agreement and deviation."""
+    """Score each model on the same images; the first model is the reference for agreement and deviation.
+
+    `workers` threads each decode, preprocess and run a batch; the backends must allow concurrent runs when it
+    is above 1 (ONNX Runtime does). Batches are scored in list order, a few ahead of the one being counted.
+    """
     reference_model = next(iter(models.values()))
     spec = reference_model.preprocess
     fixed = reference_model.card.batch
@@ -86,23 +115,18 @@ def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size
     if fixed and len(batches[-1]) != fixed:
         batches[-1] = batches[-1] + [batches[-1][-1]] * (fixed - len(batches[-1]))  # pad, then drop the extra
 
-    def prepare(batch: list[tuple[Path, int]]) -> np.ndarray:
-        return np.stack([preprocess(load_image(path), spec) for path, _ in batch])
+    def run(batch: list[tuple[Path, int]]) -> list[np.ndarray]:
+        inputs = np.stack([preprocess(load_image(path), spec) for path, _ in batch])
+        return [model.probabilities(inputs) for model in models.values()]
 
     scores = {name: Score() for name in models}
     bar = tqdm(total=len(items), unit="img", file=sys.stderr, disable=None if progress else True, leave=False)
-    with ThreadPoolExecutor(max_workers=1) as pool, bar:
-        pending = pool.submit(prepare, batches[0])
-        for index, batch in enumerate(batches):
-            inputs = pending.result()
-            if index + 1 < len(batches):
-                pending = pool.submit(prepare, batches[index + 1])
-            count = min(len(batch), len(items) - index * batch_size)
-            labels = np.array([class_id for _, class_id in batch[:count]])
-            reference = None
-            for name, model in models.items():
-                probabilities = model.probabilities(inputs)[:count]
-                reference = probabilities if reference is None else reference
-                scores[name].add(probabilities, labels, reference)
+    with ThreadPoolExecutor(max_workers=workers) as pool, bar:
+        for done, outputs in enumerate(_in_order(pool, run, batches, ahead=2 * workers)):
+            count = min(batch_size, len(items) - done * batch_size)
+            labels = np.array([class_id for _, class_id in batches[done][:count]])
+            reference = outputs[0][:count]
+            for score, probabilities in zip(scores.values(), outputs):
+                score.add(probabilities[:count], labels, reference)
             bar.update(count)
     return {name: score.to_dict(compared=index > 0) for index, (name, score) in enumerate(scores.items())}

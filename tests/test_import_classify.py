@@ -227,3 +227,17 @@ def test_written_files_are_readable_by_the_service_user(tiny, repo):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     atomic_write_text(folder / "note.txt", "x")
     assert stat.S_IMODE((folder / "note.txt").stat().st_mode) == 0o644
+
+
+def test_parallel_evaluation_scores_like_serial(tiny, repo, images, tmp_path):
+    from edge.evaluate import evaluate, read_label_list
+
+    edge("import", tiny, "--repo", repo)
+    listing = tmp_path / "val.txt"
+    listing.write_text("".join(f"{p.name} {i % 4}\n" for i, p in enumerate(images * 3)))
+    items = read_label_list(listing)
+    model = Model.load(repo / "tiny", cpu_threads=1)
+    serial = evaluate({"fp32": model}, items, batch_size=2, workers=1, progress=False)
+    parallel = evaluate({"fp32": model, "again": model}, items, batch_size=2, workers=3, progress=False)
+    assert parallel["fp32"] == serial["fp32"]
+    assert parallel["again"]["top1_agreement"] == 1.0

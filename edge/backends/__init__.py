@@ -24,7 +24,8 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def load_backend(name: str, folder: Path, card: "Card", precision: str) -> Backend:
+def load_backend(name: str, folder: Path, card: "Card", precision: str, cpu_threads: int = 0) -> Backend:
+    """`cpu_threads` is ONNX Runtime's intra-op thread count (0: one per core); the GPU backends have none."""
     from ..model import PRECISION_FILES
 
     if name in ("onnxruntime", "torch"):
@@ -38,7 +39,7 @@ def load_backend(name: str, folder: Path, card: "Card", precision: str) -> Backe
             return TorchBackend(onnx_path, card)
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(onnx_path, card)
+        return OnnxRuntimeBackend(onnx_path, card, cpu_threads)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, onnx_path: Path, card: "Card"):
+    def __init__(self, onnx_path: Path, card: "Card", threads: int = 0):
+        """`threads`: ONNX Runtime's intra-op threads for one run (0: one per core). Runs may be called from
+        several threads at once; `edge eval` runs one single-threaded inference per core that way."""
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads spin by default; that steals the cores the decoding thread needs (measured in
-        # benchmarks/eval_throughput.py: about 1.3x the images per second on 2 cores without spinning).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types, one line is enough for the user
