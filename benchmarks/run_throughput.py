@@ -4,7 +4,9 @@
     ceiling  ONNX Runtime alone, over frames decoded and preprocessed in advance (the most the CPU can give)
     edge     the loop `edge run` runs (capture thread, queue, preprocess, compute, results, a JSON-lines sink)
 
-All three use the same ONNX Runtime session, the same video and the same preprocessing, and exclude loading.
+All three use the same model, video and preprocessing, and exclude loading. The bare loops share one ONNX Runtime
+session with its defaults (one run spread over every core); `edge run` loads its own the way it does for the
+service (single-threaded, one run per core at once: edge/backends/__init__.py, parallel_runs).
 Rounds are interleaved (serial, ceiling, edge, serial, ...) so that other load on the machine hits all three
 alike; the median of the rounds is reported. Model: EfficientNet-Lite0 from ../shared when present, otherwise
 the tests' tiny generated classifier (then the figures say little: preprocessing outweighs the model).
@@ -89,13 +91,13 @@ def run_ceiling(inputs: list[np.ndarray], model) -> float:
     return len(inputs) / (time.perf_counter() - start)
 
 
-def run_edge(video: Path, model) -> float:
+def run_edge(video: Path, model, workers: int) -> float:
     from edge.runtime.loop import CpuExecutor, Loop
     from edge.runtime.sinks import Results, open_sink
     from edge.runtime.sources import open_source
 
     sink = open_sink("/dev/null")
-    loop = Loop(open_source(str(video)), CpuExecutor(model), Results(model), [sink])
+    loop = Loop(open_source(str(video)), CpuExecutor(model, workers), Results(model), [sink])
     start = time.perf_counter()
     loop.run()
     elapsed = time.perf_counter() - start
@@ -112,21 +114,25 @@ def main() -> None:
 
     from edge.model import Model
     from edge.preprocess import preprocess
+    from edge.backends import parallel_runs
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         folder, model_name = model_folder(workdir)
         video, video_name = make_video(workdir / "clip.avi", args.frames)
         model = Model.load(folder)
+        workers = parallel_runs("onnxruntime")
+        edge_model = Model.load(folder, cpu_threads=1 if workers > 1 else 0)
         capture, inputs = cv2.VideoCapture(str(video)), []
         while (frame := capture.read())[0]:
             inputs.append(preprocess(frame[1], model.preprocess)[None])
         run_ceiling(inputs[:20], model)  # warm-up: ONNX Runtime's first runs allocate
+        run_ceiling(inputs[:20], edge_model)
         fps = {"serial": [], "ceiling": [], "edge": []}
         for _ in range(args.rounds):
             fps["serial"].append(run_serial(video, model))
             fps["ceiling"].append(run_ceiling(inputs, model))
-            fps["edge"].append(run_edge(video, model))
+            fps["edge"].append(run_edge(video, edge_model, workers))
     median = {name: statistics.median(values) for name, values in fps.items()}
     report = {"model": model_name, "video": video_name, "rounds": args.rounds, "fps": fps, "median_fps": median,
               "edge_vs_serial": median["edge"] / median["serial"], "edge_vs_ceiling": median["edge"] / median["ceiling"]}

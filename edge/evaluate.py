@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .backends import parallel_runs
 from .errors import EdgeError
 from .files import read_text_lines
 from .model import Model
@@ -79,12 +80,8 @@ class Score:
 
 def load_models(model: str | os.PathLike, repo: str | os.PathLike | None, backend: str,
                 precisions: list[str]) -> tuple[dict[str, Model], int]:
-    """The model at each precision, and how many batches `evaluate` should run at once.
-
-    On a CPU, one single-threaded ONNX Runtime run per core beats one run spread over every core (about 1.2x on
-    2 cores: docs/benchmarks.md); a GPU backend runs one batch at a time.
-    """
-    workers = (os.cpu_count() or 1) if backend == "onnxruntime" else 1
+    """The model at each precision, and how many batches `evaluate` should run at once (parallel_runs)."""
+    workers = parallel_runs(backend)
     threads = 1 if workers > 1 else 0
     return {p: Model.load(model, repo, backend, p, cpu_threads=threads) for p in precisions}, workers
 

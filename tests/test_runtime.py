@@ -291,6 +291,80 @@ def test_the_executor_is_swappable(model, tmp_path):
     assert [json.loads(line)["top"][0]["class_id"] for line in sink.lines] == [5, 5, 5]
 
 
+class NumberedFrames(Source):
+    """`count` frames whose pixels are their number (a file-like source when not live, so nothing is dropped)."""
+
+    uri = "numbered://"
+
+    def __init__(self, count: int, live: bool = False):
+        self.count, self.live, self.read_so_far = count, live, 0
+
+    def read(self) -> Frame | None:
+        if not self.live and self.read_so_far == self.count:
+            return None
+        self.read_so_far += 1
+        return Frame(np.full((4, 4, 3), (self.read_so_far - 1) % 256, np.uint8), time.time())
+
+
+class ShuffledFinish:
+    """An executor of `workers` workers whose batches finish out of order: each compute sleeps a random time.
+    Its probabilities put each frame's own number (mod CLASSES) on top; it counts how many computes overlap."""
+
+    def __init__(self, workers: int):
+        self.workers, self.random = workers, np.random.default_rng(0)
+        self.lock, self.running, self.most_at_once, self.computed, self.threads = threading.Lock(), 0, 0, 0, set()
+
+    def preprocess(self, images):
+        return [int(image[0, 0, 0]) for image in images]
+
+    def compute(self, numbers):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.threads.add(threading.current_thread().name)
+            delay = self.random.uniform(0, 0.01)
+        time.sleep(delay)
+        with self.lock:
+            self.running -= 1
+            self.computed += len(numbers)
+        return np.stack([_probabilities((n % CLASSES, 1.0)) for n in numbers])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_concurrent_workers_write_every_frame_once_in_capture_order(model, batch):
+    executor, sink, recorder, ticks = ShuffledFinish(workers=3), ListSink(), Recorder(), []
+    loop = Loop(NumberedFrames(40), executor, Results(model, top=1), [sink], batch=batch, timings=[recorder],
+                on_tick=lambda loop: ticks.append(loop.stats.frames))
+    assert loop.run() == "end"
+    results = [json.loads(line) for line in sink.lines]
+    assert [r["frame"] for r in results] == list(range(40))
+    assert [r["top"][0]["class_id"] for r in results] == [i % CLASSES for i in range(40)]  # each its own result
+    assert executor.most_at_once > 1 and threading.current_thread().name not in executor.threads
+    assert len(recorder.seen["compute"]) == len(recorder.seen["sink"]) == -(-40 // batch)
+    assert len(recorder.seen["latency"]) == 40 and ticks and ticks == sorted(ticks)
+
+
+def test_concurrent_workers_on_a_live_source_stop_with_every_started_batch_written(model):
+    source, executor, sink = NumberedFrames(0, live=True), ShuffledFinish(workers=2), ListSink()
+    loop = Loop(source, executor, Results(model, top=1), [sink])
+    threading.Timer(0.3, loop.stop.set).start()
+    assert loop.run() == "stopped"
+    assert [json.loads(line)["frame"] for line in sink.lines] == list(range(loop.stats.frames))
+    assert loop.stats.frames > 10 and executor.most_at_once > 1
+    assert executor.computed == loop.stats.frames  # nothing computed was left unwritten
+    assert loop.stats.frames + loop.stats.dropped <= source.read_so_far  # no frame twice
+
+
+def test_cpu_executor_with_workers_gives_the_same_results_as_one(model, tmp_path):
+    video = write_video(tmp_path / "clip.avi", 23)
+    lines = {}
+    for workers in (1, 2):
+        sink = ListSink()
+        Loop(open_source(str(video)), CpuExecutor(model, workers), Results(model, top=3), [sink], batch=2).run()
+        lines[workers] = [{k: r[k] for k in ("frame", "position", "top")} for r in map(json.loads, sink.lines)]
+    assert len(lines[2]) == 23 and lines[2] == lines[1]
+
+
 class FlakySource(Source):
     """A live source that fails to read every `period` frames and fails its next open too."""
 

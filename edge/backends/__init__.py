@@ -7,6 +7,7 @@ Modules are imported only when chosen, so the CPU path never touches CUDA or Ten
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +23,13 @@ BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def parallel_runs(name: str) -> int:
+    """How many inferences to run at once for throughput. On ONNX Runtime, one single-threaded run per core beats
+    one run whose threads meet at every operator (about 1.2x on 2 cores: docs/benchmarks.md); the models are then
+    loaded with cpu_threads=1. A GPU backend runs one batch at a time."""
+    return (os.cpu_count() or 1) if name == "onnxruntime" else 1
 
 
 def load_backend(name: str, folder: Path, card: "Card", precision: str, cpu_threads: int = 0) -> Backend:

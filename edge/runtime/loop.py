@@ -6,6 +6,10 @@
                                 -> results.make(...)           (stage "postprocess": top-k, groups, smoothing)
                                 -> sink.write(line)            (stage "sink", with the annotated video if any)
 
+An executor with `workers` > 1 (CpuExecutor on ONNX Runtime, one per core) has the preprocess and compute steps
+of several batches run at once on a pool of that many threads; the calling thread hands batches out in capture
+order and writes their results in that same order, so the output is the same as with one worker.
+
 Live sources keep only the newest frames (latest wins; the queue counts what it dropped); files and folders
 block the capture thread instead, so they never drop. A live source that fails is reopened with backoff and
 the reopen is counted; the loop itself never stops for it.
@@ -16,16 +20,17 @@ Hooks for the profiler and the GPU path (they wrap this same loop rather than ru
   once per stage per batch with the stage's wall time (perf_counter) and once per frame for "latency"
   (capture to result written). Stages: "capture" (from the capture thread: for a live source this includes
   waiting for the camera's next frame), "preprocess", "compute", "postprocess", "sink". Recorders are called
-  from two threads, so they must be thread-safe (a lock, or per-stage lists appended to: list.append is atomic).
+  from several threads, so they must be thread-safe (a lock, or per-stage lists appended to: list.append is
+  atomic).
 - Swappable preprocessing and compute: `Loop(..., executor=...)` takes any object with
   `preprocess(images: list[np.ndarray]) -> prepared` and `compute(prepared) -> np.ndarray` of (>= N, classes)
   probabilities (rows beyond N, from padding a fixed batch, are ignored). CpuExecutor below is the reference;
   a GPU executor replaces both steps (upload + kernel, then engine) and may record finer stages itself
-  (e.g. "h2d", "d2h") through the same recorders. Both run on the calling thread, so a CUDA context made
-  current there stays current.
+  (e.g. "h2d", "d2h") through the same recorders. Without a `workers` attribute above 1 both run on the calling
+  thread, so a CUDA context made current there stays current.
 - Preparing ahead: an executor that also has `prepare(image) -> item` and `collate(items) -> prepared`
   (CpuExecutor does) gets, for files and folders only, each frame prepared on the capture thread as it is read,
-  overlapping the previous batch's inference; the calling thread then collates instead of preprocessing, and
+  overlapping the previous batch's inference; the batch is then collated instead of preprocessed, and
   "preprocess" is recorded per frame from the capture thread ("compute" then includes the collating). Live
   frames may still be dropped, so they are preprocessed only once chosen. A wrapper that exposes only
   preprocess/compute (the profiler's) keeps every stage on the calling thread.
@@ -37,9 +42,11 @@ Hooks for the profiler and the GPU path (they wrap this same loop rather than ru
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -92,10 +99,13 @@ class LoopStats:
 class CpuExecutor:
     """The reference data path: the CPU preprocessing, then the model's backend (ONNX Runtime or TensorRT).
 
-    A model with a fixed batch gets partial batches padded with copies of the last frame."""
+    A model with a fixed batch gets partial batches padded with copies of the last frame. `workers` > 1 lets the
+    loop run that many batches at once, each on its own thread; the backend must allow concurrent runs (ONNX
+    Runtime does). On a CPU, one single-threaded ONNX Runtime run per core gives more frames per second than one
+    run spread over every core, whose threads meet at every operator (docs/benchmarks.md, "Camera loop")."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, workers: int = 1):
+        self.model, self.workers = model, workers
         self.fixed_batch = model.card.batch
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
@@ -178,7 +188,10 @@ class Loop:
         self.timings = list(timings)
         self.on_tick = on_tick
         self.stats = LoopStats()
-        self.queue = FrameQueue(capacity=batch if source.live else max(2 * batch, 4), latest_wins=source.live)
+        self.workers = getattr(executor, "workers", 1)
+        # A live source keeps a batch per worker, so that every worker has the newest frames to start on.
+        capacity = batch * self.workers if source.live else max(2 * batch, 4)
+        self.queue = FrameQueue(capacity, latest_wins=source.live)
         self.stop = threading.Event()
         self.capture_error: BaseException | None = None
         # Every frame of a file will be classified, so preparing it on the capture thread is never wasted.
@@ -270,19 +283,42 @@ class Loop:
         return reason
 
     def _classify(self) -> str:
-        index = 0
-        while not self.stop.is_set():
-            frames = self.queue.get_batch(self.batch, timeout=TICK_S)
-            if frames is None:  # the capture thread is done: the source ended, or it saw `stop` first
-                return "stopped" if self.stop.is_set() else "end"
-            if frames:
-                self._process(frames, index)
-                index += len(frames)
-            if self.on_tick is not None:
-                self.on_tick(self)
-        return "stopped"
+        """Hand batches out in capture order and write their results in that order.
 
-    def _process(self, frames: list[Frame], first_index: int) -> None:
+        With one worker each batch is computed here before the next is taken. With more, up to `ahead` batches
+        are being computed at once; the oldest is written as soon as there is no new frame to start. Files keep
+        a second batch waiting per worker, so a worker that finishes early starts the next at once; live frames
+        never wait behind others (the queue, not the pool, is where they are dropped for newer ones)."""
+        index, reason = 0, "stopped"
+        ahead = self.workers if self.source.live else 2 * self.workers
+        computing: collections.deque = collections.deque()  # (frames, future of their probabilities), oldest first
+        pool = ThreadPoolExecutor(self.workers, "edge-compute") if self.workers > 1 else contextlib.nullcontext()
+        with pool:
+            while not self.stop.is_set():
+                # (`queue.frames` is glanced at without its lock: a frame missed is taken on the next turn)
+                if computing and (len(computing) >= ahead or not self.queue.frames):
+                    frames, future = computing.popleft()
+                    self._write(frames, future.result())
+                else:
+                    frames = self.queue.get_batch(self.batch, timeout=TICK_S)
+                    if frames is None:  # the capture thread is done: the source ended, or it saw `stop` first
+                        reason = "stopped" if self.stop.is_set() else "end"
+                        break
+                    for offset, frame in enumerate(frames):
+                        frame.index = index + offset
+                    index += len(frames)
+                    if frames and self.workers > 1:
+                        computing.append((frames, pool.submit(self._compute, frames)))
+                    elif frames:
+                        self._write(frames, self._compute(frames))
+                if self.on_tick is not None:
+                    self.on_tick(self)
+            for frames, future in computing:  # batches already started are finished and written, even on stop
+                self._write(frames, future.result())
+        return reason
+
+    def _compute(self, frames: list[Frame]) -> np.ndarray:
+        """Probabilities for one batch; on a pool thread when the executor has several workers."""
         t0 = time.perf_counter()
         if self.prepare_ahead:
             prepared = self.executor.collate([frame.prepared for frame in frames])
@@ -291,11 +327,17 @@ class Loop:
         t1 = time.perf_counter()
         probabilities = self.executor.compute(prepared)
         t2 = time.perf_counter()
-        results = []
-        for offset, frame in enumerate(frames):
-            frame.index = first_index + offset
-            results.append(self.results.make(frame, probabilities[offset]))
-        t3 = time.perf_counter()
+        if self.prepare_ahead:  # preprocess was recorded per frame on the capture thread
+            self._record("compute", t2 - t0)
+        else:
+            self._record("preprocess", t1 - t0)
+            self._record("compute", t2 - t1)
+        return probabilities
+
+    def _write(self, frames: list[Frame], probabilities: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        results = [self.results.make(frame, p) for frame, p in zip(frames, probabilities)]
+        t1 = time.perf_counter()
         for result in results:
             line = self.results.encode(result)
             for sink in self.sinks:
@@ -303,15 +345,10 @@ class Loop:
         if self.annotate is not None:
             for frame, result in zip(frames, results):
                 self.annotate.write(frame.image, result)
-        t4 = time.perf_counter()
+        t2 = time.perf_counter()
         now = time.time()
-        if self.prepare_ahead:  # preprocess was recorded per frame on the capture thread
-            self._record("compute", t2 - t0)
-        else:
-            self._record("preprocess", t1 - t0)
-            self._record("compute", t2 - t1)
-        self._record("postprocess", t3 - t2)
-        self._record("sink", t4 - t3)
+        self._record("postprocess", t1 - t0)
+        self._record("sink", t2 - t1)
         for frame in frames:
             self._record("latency", now - frame.timestamp)
         self.stats.frames += len(frames)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, parallel_runs
 from ..errors import EdgeError
 
 if sys.version_info >= (3, 11):
@@ -250,7 +250,7 @@ class Runner:
         key = (options["model"], options["repo"], options["backend"], options["precision"])
         if key != self.model_key:  # a reload that keeps the model keeps it loaded (an engine can take a while)
             self.model = None
-            self.model = Model.load(*key)
+            self.model = Model.load(*key, cpu_threads=1 if parallel_runs(options["backend"]) > 1 else 0)
             self.model_key = key
         return self.model
 
@@ -272,7 +272,8 @@ class Runner:
         sinks = [open_sink(uri) for uri in options["output"]]
         annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
         watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), options["input"])
-        loop = Loop(source, CpuExecutor(model), results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
+        executor = CpuExecutor(model, parallel_runs(options["backend"]))
+        loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
         metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
                                        "precision": options["precision"], "input": options["input"]})
         loop.timings.append(metrics)

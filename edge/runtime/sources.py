@@ -243,5 +243,7 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
     else:
         if not Path(path).is_file():
             raise EdgeError(f"{path}: no such file or folder")
-        source = Capture(uri, path, cv2.CAP_ANY, live=False)
+        # One decoding thread: a file is read as fast as the loop classifies, and FFmpeg's own thread pool would
+        # only contend with the inference workers that already keep every core busy (docs/benchmarks.md).
+        source = Capture(uri, path, cv2.CAP_ANY, live=False, params=(cv2.CAP_PROP_N_THREADS, 1))
     return Looping(source) if loop else source
