@@ -170,3 +170,28 @@ def test_profile_gpu_path_with_the_torch_backend(torch_model_folder):
         assert {"upload", "preprocess", "compute", "download"} <= set(run.stages)
         assert run.transfer_share is not None and 0 <= run.transfer_share < 1
     assert "memory" in result.recommendation
+
+
+def test_edge_run_on_a_gpu_backend_takes_the_gpu_path_and_agrees_with_onnxruntime(gpu, tmp_path):
+    pytest.importorskip("torch", reason="the GPU test machine's executor is PyTorch (--backend torch)")
+    pytest.importorskip("onnx2torch", reason="--backend torch needs onnx2torch")
+    import contextlib
+
+    from edge import Model
+    from edge.gpu.pipeline import GpuExecutor
+    from edge.runtime.service import make_executor
+    from runtime_support import tiny_model_folder
+
+    folder = tiny_model_folder(tmp_path, batch=1)
+    frames = list(np.random.default_rng().integers(0, 256, (4, 48, 64, 3), dtype=np.uint8))
+    cpu = Model.load(folder)
+    with contextlib.ExitStack() as scope:
+        executor = make_executor(Model.load(folder, backend="torch"), "torch", scope)
+        assert isinstance(executor, GpuExecutor)
+        for frame in frames:
+            got = executor.compute(executor.preprocess([frame]))[:1]
+            expected = cpu.classify_batch([frame], top=1000)[0]
+            want = np.zeros(len(expected), np.float32)
+            for p in expected:
+                want[p.class_id] = p.probability
+            assert np.abs(got[0] - want).max() < 1e-3

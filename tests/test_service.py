@@ -201,3 +201,21 @@ def test_install_needs_root_or_dry_run(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(EdgeError, match="must run as root"):
         service.install(dry_run=False)
+
+
+def test_edge_run_takes_the_cpu_path_on_onnxruntime_and_on_a_host_only_backend(tmp_path):
+    import contextlib
+
+    from edge import Model
+    from edge.backends import parallel_runs
+    from edge.runtime.loop import CpuExecutor
+    from edge.runtime.service import make_executor
+
+    model = Model.load(tiny_model_folder(tmp_path))
+    with contextlib.ExitStack() as scope:
+        executor = make_executor(model, "onnxruntime", scope)
+        assert type(executor) is CpuExecutor and executor.workers == parallel_runs("onnxruntime")
+        # A backend that cannot run from device memory keeps the CPU path, one run at a time, and no CUDA context.
+        executor = make_executor(model, "tensorrt", scope)
+        assert type(executor) is CpuExecutor and executor.workers == 1
+    assert "pycuda" not in sys.modules

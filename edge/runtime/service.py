@@ -14,6 +14,7 @@ each carries its syslog priority (<3>, <4>, <6>) so `journalctl -p warning` work
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
@@ -256,7 +257,7 @@ class Runner:
 
     def run_once(self, options: dict) -> str:
         from .http import Metrics, parse_address, serve
-        from .loop import CpuExecutor, Loop
+        from .loop import Loop
         from .sinks import AnnotatedVideo, Results, load_groups, open_sink
         from .sources import open_source
 
@@ -272,33 +273,53 @@ class Runner:
         sinks = [open_sink(uri) for uri in options["output"]]
         annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
         watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), options["input"])
-        executor = CpuExecutor(model, parallel_runs(options["backend"]))
-        loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
-        metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
-                                       "precision": options["precision"], "input": options["input"]})
-        loop.timings.append(metrics)
-        server = serve(address, metrics) if address else None
-        log.info("%s (%s, %s) on %s, batch %d", card.name, options["backend"], options["precision"],
-                 options["input"], batch)
-        self.loop = loop
-        try:
-            if self.stopping or self.reloading:  # the signal came while the model was loading
-                return "stopped"
-            reason = loop.run()
-        finally:
-            self.loop = None
-            if server is not None:
-                server.shutdown()
-                server.server_close()
-            metrics.close()
-            for sink in sinks:
-                sink.close()
-            if annotate is not None:
-                annotate.close()
+        with contextlib.ExitStack() as gpu_scope:  # the CUDA context, while the GPU path runs
+            executor = make_executor(model, options["backend"], gpu_scope)
+            loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
+            metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
+                                           "precision": options["precision"], "input": options["input"]})
+            loop.timings.append(metrics)
+            server = serve(address, metrics) if address else None
+            log.info("%s (%s, %s) on %s, batch %d", card.name, options["backend"], options["precision"],
+                     options["input"], batch)
+            self.loop = loop
+            try:
+                if self.stopping or self.reloading:  # the signal came while the model was loading
+                    return "stopped"
+                reason = loop.run()
+            finally:
+                self.loop = None
+                if server is not None:
+                    server.shutdown()
+                    server.server_close()
+                metrics.close()
+                for sink in sinks:
+                    sink.close()
+                if annotate is not None:
+                    annotate.close()
         s = loop.stats
         log.info("%s: %d frames, %d dropped, %d reconnects, %d decode errors", reason, s.frames, s.dropped,
                  s.reconnects, s.decode_errors)
         return reason
+
+
+def make_executor(model, backend: str, gpu_scope: contextlib.ExitStack):
+    """The GPU data path (upload, the fused kernel, the engine on device memory) when the backend runs from device
+    memory, with the CUDA context held current in `gpu_scope` on this thread, the loop's calling thread; otherwise
+    the CPU path, one run per core on ONNX Runtime. The host memory mode is the device's: mapped on an
+    integrated GPU (zero-copy), pinned on a discrete one."""
+    from .loop import CpuExecutor
+
+    if backend == "onnxruntime":
+        return CpuExecutor(model, parallel_runs(backend))
+    from ..gpu.buffers import GpuContext, default_memory_mode
+    from ..gpu.pipeline import GpuExecutor, device_engine
+
+    engine = device_engine(model.backend)
+    if engine is None:
+        return CpuExecutor(model)
+    facts = gpu_scope.enter_context(GpuContext()).facts
+    return GpuExecutor(model, engine, default_memory_mode(facts.integrated, facts.can_map_host_memory))
 
 
 class Watchdog:
