@@ -193,15 +193,26 @@ class GpuExecutor:
     kernel, `compute` runs the engine and returns probabilities. The Loop runs one batch at a time, so this
     uses one slot; the per-stage GPU times go to the same recorders as the Loop's, named "gpu:<stage>"."""
 
-    def __init__(self, model, engine: DeviceEngine, mode: str, recorders=()):
+    def __init__(self, model, engine: DeviceEngine, mode: str, recorders=(), batch: int = 1):
         from ..model import softmax
 
         self.softmax = None if model.card.probabilities else softmax
-        self.batch = max(model.card.batch, 1)
+        # The Loop's batch, or the engine's fixed batch, which partial batches are padded to as CpuExecutor does
+        # (the padding's rows are ignored by the Loop).
+        self.fixed_batch = model.card.batch
+        if self.fixed_batch and batch > self.fixed_batch:
+            raise EdgeError(f"batch {batch}: on the GPU path {model.folder} runs batches of at most {self.fixed_batch}")
+        self.batch = self.fixed_batch or batch
         self.pipeline = GpuPipeline(model.preprocess, engine, mode, max_batch=self.batch, slots=1)
         self.recorders = list(recorders)
 
     def preprocess(self, images: list[np.ndarray]) -> int:
+        if any(image.shape != images[0].shape for image in images):
+            sizes = sorted({image.shape for image in images})
+            raise EdgeError(f"the GPU path takes a batch of frames of one size, not {sizes}: use --batch 1 for "
+                            "images of several sizes")
+        if self.fixed_batch:
+            images = images + [images[-1]] * (self.fixed_batch - len(images))
         self.pipeline.submit(images)
         return len(images)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -33,6 +34,11 @@ def parse_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise EdgeError(f"--http {text}: expected HOST:PORT or PORT")
     return (host.strip("[]") if sep and host else "127.0.0.1"), int(port)
+
+
+def _label_value(text: str) -> str:
+    """Prometheus' escapes inside a label value: a gst:// pipeline or a path may hold quotes or backslashes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Histogram:
@@ -75,7 +81,7 @@ class Metrics:
 
     def render(self) -> str:
         s = self.stats
-        info = ",".join(f'{k}="{v}"' for k, v in self.info.items())
+        info = ",".join(f'{k}="{_label_value(v)}"' for k, v in self.info.items())
         lines = ["# HELP edge_info What is running.", "# TYPE edge_info gauge", f"edge_info{{{info}}} 1"]
         for name, value, text in (
             ("edge_frames_total", s.frames, "Frames classified."),
@@ -194,8 +200,16 @@ def serve(address: tuple[str, int], metrics: Metrics) -> http.server.HTTPServer:
         def log_message(self, format, *args):  # requests are not worth a journal line each
             pass
 
+    class Server(http.server.HTTPServer):
+        def handle_error(self, request, client_address) -> None:
+            # socketserver's default prints a traceback to stderr, the journal: a scraper that hung up mid-reply
+            # is no news, anything else is one line.
+            error = sys.exc_info()[1]
+            if not isinstance(error, ConnectionError):
+                log.warning("http: request from %s failed: %s: %s", client_address[0], type(error).__name__, error)
+
     try:
-        server = http.server.HTTPServer(address, Handler)
+        server = Server(address, Handler)
     except OSError as e:
         raise EdgeError(f"--http {address[0]}:{address[1]}: cannot listen: {e.strerror or e}") from None
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="edge-http", daemon=True).start()

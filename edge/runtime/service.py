@@ -215,6 +215,7 @@ class Runner:
         self.loop = None
         self.stopping = self.reloading = False
         self.model_key = self.model = None
+        self.started = False  # READY=1 has been sent once: systemd's watchdog runs from then on, reloads included
 
     def handle_signal(self, signum, frame) -> None:
         if signum == signal.SIGHUP:
@@ -272,9 +273,10 @@ class Runner:
         source = open_source(options["input"], options["width"], options["height"], options["fps"], options["loop"])
         sinks = [open_sink(uri) for uri in options["output"]]
         annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
-        watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), options["input"])
+        watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), options["input"],
+                            self.started)
         with contextlib.ExitStack() as gpu_scope:  # the CUDA context, while the GPU path runs
-            executor = make_executor(model, options["backend"], gpu_scope)
+            executor = make_executor(model, options["backend"], gpu_scope, batch)
             loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
             metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
                                            "precision": options["precision"], "input": options["input"]})
@@ -289,6 +291,7 @@ class Runner:
                 reason = loop.run()
             finally:
                 self.loop = None
+                self.started = self.started or watchdog.ready
                 if server is not None:
                     server.shutdown()
                     server.server_close()
@@ -303,7 +306,7 @@ class Runner:
         return reason
 
 
-def make_executor(model, backend: str, gpu_scope: contextlib.ExitStack):
+def make_executor(model, backend: str, gpu_scope: contextlib.ExitStack, batch: int = 1):
     """The GPU data path (upload, the fused kernel, the engine on device memory) when the backend runs from device
     memory, with the CUDA context held current in `gpu_scope` on this thread, the loop's calling thread; otherwise
     the CPU path, one run per core on ONNX Runtime. The host memory mode is the device's: mapped on an
@@ -319,14 +322,15 @@ def make_executor(model, backend: str, gpu_scope: contextlib.ExitStack):
     if engine is None:
         return CpuExecutor(model)
     facts = gpu_scope.enter_context(GpuContext()).facts
-    return GpuExecutor(model, engine, default_memory_mode(facts.integrated, facts.can_map_host_memory))
+    return GpuExecutor(model, engine, default_memory_mode(facts.integrated, facts.can_map_host_memory), batch=batch)
 
 
 class Watchdog:
     """Called by the loop every tick: READY once, WATCHDOG while healthy, a status line now and then."""
 
-    def __init__(self, notifier: Notifier, interval: float, source: str):
+    def __init__(self, notifier: Notifier, interval: float, source: str, started: bool = False):
         self.notifier, self.interval, self.source = notifier, interval, source
+        self.started = started  # after a reload: systemd already watches, so ping before the new loop's first frame
         self.ready = False
         self.last_ping = self.last_status = time.monotonic()
         self.frames_at_status = 0
@@ -336,11 +340,12 @@ class Watchdog:
 
         now, stats = time.monotonic(), loop.stats
         if not self.ready:
-            if not stats.frames:
+            if stats.frames:
+                self.notifier.send(f"READY=1\nSTATUS=classifying {self.source}")
+                log.info("ready: first frame classified")
+                self.ready = True
+            elif not self.started:
                 return
-            self.notifier.send(f"READY=1\nSTATUS=classifying {self.source}")
-            log.info("ready: first frame classified")
-            self.ready = True
         if self.interval and now - self.last_ping >= self.interval and now - stats.capture_alive_at < CAPTURE_STALL_S:
             self.notifier.send("WATCHDOG=1")
             self.last_ping = now
@@ -395,7 +400,8 @@ UMask=0027
 # Hardening that leaves the GPU (/dev/nvhost-*, /dev/nvmap, /dev/nvidia*, /dev/dri) and cameras
 # (/dev/video*) reachable: no PrivateDevices= or DevicePolicy=; no PrivateTmp= either, because
 # nvargus-daemon (csi://) talks to its clients through /tmp/argus_socket; no MemoryDenyWriteExecute=,
-# which CUDA's JIT breaks; no SystemCallFilter=, not yet checked against CUDA and Argus on a Jetson.
+# which CUDA's JIT breaks; no SystemCallFilter=, not yet checked against CUDA and Argus on a Jetson; no
+# ProtectClock=, which implies DeviceAllow=char-rtc r and so, under DevicePolicy=auto, denies every other device.
 NoNewPrivileges=yes
 CapabilityBoundingSet=
 AmbientCapabilities=
@@ -405,7 +411,6 @@ ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
-ProtectClock=yes
 ProtectHostname=yes
 ProtectProc=invisible
 RestrictNamespaces=yes

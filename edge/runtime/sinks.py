@@ -24,6 +24,7 @@ An annotated video (--annotate) is the one sink that takes frames rather than li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -126,15 +127,30 @@ class StreamSink:
         self.stream, self.owned = stream, owned
 
     def write(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        with self._errors():
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def flush(self) -> None:
-        self.stream.flush()
+        with self._errors():
+            self.stream.flush()
 
     def close(self) -> None:
         if self.owned:
-            self.stream.close()
+            with self._errors():
+                self.stream.close()
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """A full disk or a failing device is one line naming the file; a closed pipe stays BrokenPipeError,
+        which `edge run ... | head` ends on quietly (service.run)."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            name = getattr(self.stream, "name", "output")
+            raise EdgeError(f"{name}: cannot write results: {e.strerror or e}") from None
 
 
 class UdpSink:

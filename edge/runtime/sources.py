@@ -154,7 +154,12 @@ class ImageFiles(Source):
         while self.position < len(self.paths):
             path = self.paths[self.position]
             self.position += 1
-            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+            try:
+                data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+            except OSError:  # removed since listed, or unreadable: skipped like an undecodable file
+                data = None
+            # (imdecode raises, rather than returning None, on an empty file: one still being written, say)
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
             if image is not None:
                 return Frame(image, time.time(), file=str(path))
             self.decode_errors += 1
