@@ -22,6 +22,16 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.split(","))
@@ -89,7 +99,7 @@ def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=_positive, default=5)
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
     p.add_argument("--json", action="store_true")
 
@@ -123,8 +133,8 @@ def add_eval(sub) -> None:
     p.add_argument("--list", required=True, type=Path, dest="label_list", help="lines of `file class_id` (Caffe's val.txt)")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
     p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
-    p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--batch", type=int, default=1, help="images per inference run, when the model allows "
+    p.add_argument("--limit", type=_positive, help="only the first N images")
+    p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
                    "(1 is fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
     p.add_argument("--json", action="store_true")
 
@@ -143,6 +153,8 @@ def cmd_eval(args) -> int:
     if not items:
         raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions:
+        raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of fp32,fp16,int8")
     models, workers = load_models(args.model, args.repo, args.backend, precisions)
     scores = evaluate(models, items, batch_size=args.batch, workers=workers)
     if args.json:

@@ -28,12 +28,14 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def read_text_lines(path: str | os.PathLike) -> list[str]:
     """The lines of a UTF-8 text file, or a one-line EdgeError naming it."""
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise EdgeError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise EdgeError(f"{path}: is a folder, not a text file") from None
+    except OSError as e:
+        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise EdgeError(f"{path}: not a UTF-8 text file") from None
 

@@ -51,6 +51,8 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
     except FileNotFoundError:
         raise EdgeError(f"{path}: no such file") from None
+    except OSError as e:  # a folder, no permission: the bytes were never read
+        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
     except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
         raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot parse'})") from None
     if not model.graph.node:

@@ -89,6 +89,8 @@ class Card:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
             inp, out, pre = data["input"], data["output"], data["preprocess"]
             shape = tuple(int(d) for d in inp["shape"])
+            if len(shape) != 3:
+                raise ValueError(f"input.shape {list(shape)}: expected 3 sizes (the batch axis left out)")
             layout = pre["layout"]
             size = shape[1:3] if layout == "nchw" else shape[0:2]
             mean_image = np.load(folder / pre["mean_image"]) if "mean_image" in pre else None
@@ -105,9 +107,15 @@ class Card:
             )
         except FileNotFoundError as e:
             raise EdgeError(f"{e.filename}: no such file") from None
+        except OSError as e:
+            raise EdgeError(f"{e.filename or path}: cannot read: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise EdgeError(f"{path}: not a UTF-8 text file") from None
         except tomllib.TOMLDecodeError as e:
             raise EdgeError(f"{path}: not valid TOML: {e}") from None
-        except (KeyError, TypeError, ValueError) as e:
+        except EdgeError as e:  # a preprocessing entry Preprocess refuses
+            raise EdgeError(f"{path}: {e}") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise EdgeError(f"{path}: bad or missing entry {e}") from None
 
 
@@ -119,6 +127,9 @@ def read_labels(path: Path) -> list[str]:
     lines = read_text_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():  # dropping it would shift every later label onto the wrong class
+            raise EdgeError(f"{path}: line {number} is blank; every class needs a label, one a line")
     return [_SYNSET_ID.sub("", line.strip()) for line in lines]
 
 

@@ -448,3 +448,18 @@ def test_phase_rules_select_test_layers(tmp_path: Path) -> None:
         + CONV.format("num_output: 2 kernel_size: 1"), (1, 3, 4, 4))
     _, _, model = convert_text(tmp_path, text)
     assert [n.op_type for n in model.graph.node] == ["Conv"]
+
+
+def test_scale_over_height_after_batch_norm_is_not_folded_as_per_channel(tmp_path: Path) -> None:
+    """Scale with axis 2 multiplies rows; with as many rows as channels its operand is (4, 1), which the
+    BatchNorm fold must not mistake for a per-channel (4, 1, 1) one."""
+    text = one_layer_net('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" }\n'
+                         'layer { name: "sc" type: "Scale" bottom: "data" top: "out" scale_param { axis: 2 } }',
+                         (1, 4, 4, 5))
+    _, caffemodel, model = convert_text(tmp_path, text)
+    net = schema.NetParameter.FromString(caffemodel.read_bytes())
+    mean, var, factor = (np.array(b.data, np.float32) for b in next(l for l in net.layer if l.name == "bn").blobs)
+    s = np.array(next(l for l in net.layer if l.name == "sc").blobs[0].data, np.float32)
+    x = np.random.default_rng(1).normal(0, 1, (2, 4, 4, 5)).astype(np.float32)
+    normalised = (x - (mean / factor)[:, None, None]) / np.sqrt((var / factor)[:, None, None] + np.float32(1e-5))
+    assert_close(onnx_forward(model, x), normalised * s[None, None, :, None])

@@ -241,3 +241,74 @@ def test_parallel_evaluation_scores_like_serial(tiny, repo, images, tmp_path):
     parallel = evaluate({"fp32": model, "again": model}, items, batch_size=2, workers=3, progress=False)
     assert parallel["fp32"] == serial["fp32"]
     assert parallel["again"]["top1_agreement"] == 1.0
+
+
+# --- bad input found in review: each must end in one line naming the file, never a traceback ---------------
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda card: card.replace("shape = [\n    3,\n    8,\n    8,\n]", "shape = [3]"), "input.shape"),
+    (lambda card: card.replace('name = "tiny"\n', 'name = "tiny"\nlabels = 3\n', 1).replace(
+        '[labels]\nfile = "labels.txt"\n', ""), "bad or missing entry"),
+    (lambda card: card.replace('layout = "nchw"', 'layout = "sideways"'), "layout must be one of"),
+])
+def test_broken_card_is_refused_naming_it(tiny, labels, repo, images, capsys, edit, fragment):
+    edge("import", tiny, "--repo", repo, "--labels", labels)
+    card = repo / "tiny" / "model.toml"
+    card.write_text(edit(card.read_text()))
+    capsys.readouterr()
+    assert_refused(capsys, edge("classify", "tiny", "--repo", repo, images[0]), str(card), fragment)
+
+
+def test_labels_with_a_blank_line_in_the_middle_are_refused(tiny, tmp_path, repo, capsys):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("cat\n\ndog\nbird\n")  # as many lines as classes, but class 1 would have no label
+    assert_refused(capsys, edge("import", tiny, "--repo", repo, "--labels", blank), str(blank), "line 2 is blank")
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_unreadable_labels_and_model_are_refused(tiny, labels, tmp_path, repo, capsys, monkeypatch):
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    assert_refused(capsys, edge("import", folder, "--repo", repo), str(folder), "cannot read")
+    real_read_text = type(labels).read_text
+
+    def denied(self, *args, **kwargs):  # the tests run as root, where chmod 000 denies nothing
+        if self == labels:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(labels), "read_text", denied)
+    assert_refused(capsys, edge("import", tiny, "--repo", repo, "--labels", labels), str(labels), "Permission denied")
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_counts_below_one_and_no_precision_are_refused(tiny, repo, images, tmp_path, capsys):
+    edge("import", tiny, "--repo", repo)
+    listing = tmp_path / "val.txt"
+    listing.write_text("".join(f"{p.name} 1\n" for p in images))
+    for argv in (["classify", "tiny", images[0], "--top", "0"], ["eval", "tiny", "--list", listing, "--limit", "0"],
+                 ["eval", "tiny", "--list", listing, "--batch", "0"], ["eval", "tiny", "--list", listing, "--limit", "-1"]):
+        with pytest.raises(SystemExit) as exit:
+            edge(*argv, "--repo", repo)
+        assert exit.value.code == 2
+        assert "at least 1" in capsys.readouterr().err
+    assert_refused(capsys, edge("eval", "tiny", "--repo", repo, "--list", listing, "--precision", ","), "--precision")
+
+
+def test_missing_fp32_graph_says_to_import_again(tiny, repo, images, capsys):
+    edge("import", tiny, "--repo", repo)
+    (repo / "tiny" / "model.onnx").unlink()
+    capsys.readouterr()
+    assert_refused(capsys, edge("classify", "tiny", "--repo", repo, images[0]), "model.onnx", "edge import")
+
+
+def test_text_files_with_a_byte_order_mark_read_like_any_other(tiny, repo, images, tmp_path, capsys):
+    labels = tmp_path / "bom.txt"
+    labels.write_text("\ufeffcat\ndog\nbird\nfish\n", encoding="utf-8")
+    assert edge("import", tiny, "--repo", repo, "--labels", labels) == 0
+    assert Model.load("tiny", repo).labels[0] == "cat"
+    listing = tmp_path / "val.txt"
+    listing.write_text(f"\ufeff{images[0].name} 1\n", encoding="utf-8")
+    capsys.readouterr()
+    assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1

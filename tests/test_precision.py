@@ -206,6 +206,8 @@ def _break(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
         constants[weight_q.input[1]].CopyFrom(numpy_helper.from_array(np.array(0.01, np.float32), weight_q.input[1]))
         constants[weight_q.input[2]].CopyFrom(numpy_helper.from_array(np.array(0, np.int8), weight_q.input[2]))
         del weight_q.attribute[:]
+    elif what == "infinite scale":
+        constants[weight_q.input[1]].CopyFrom(numpy_helper.from_array(np.full(8, np.inf, np.float32), weight_q.input[1]))
     elif what == "axis":  # stem_w is (8, 3, 3, 3): 3 scales on axis 1 fit the shape but not the output channels
         constants[weight_q.input[1]].CopyFrom(numpy_helper.from_array(np.full(3, 0.01, np.float32), weight_q.input[1]))
         constants[weight_q.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(3, np.int8), weight_q.input[2]))
@@ -216,7 +218,7 @@ def _break(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("what, message", [("zero point", "zero point"), ("per tensor", "per output channel"),
-                                           ("axis", "per output channel")])
+                                           ("axis", "per output channel"), ("infinite scale", "positive finite")])
 def test_int8_graph_check_catches_what_tensorrt_rejects(calibrated, what, message):
     folder, _, _ = calibrated
     with pytest.raises(EdgeError, match=message):
@@ -319,3 +321,38 @@ def test_cache_format_matches_tensorrt():
 def test_cache_parse_errors(text):
     with pytest.raises(EdgeError, match="calibration cache"):
         parse_cache(text)
+
+
+def test_calibration_without_model_onnx_is_refused(tmp_path):
+    folder = model_folder(tmp_path)
+    images = write_images(tmp_path / "images", 2)
+    (folder / "model.onnx").unlink()
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(EdgeError, match="model.onnx: no such file"):
+        calibrate(folder, images, "minmax")
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_calibration_refuses_a_bad_tensorrt_version_before_reading_images(tmp_path):
+    folder = model_folder(tmp_path)
+    with pytest.raises(EdgeError, match="not a TensorRT version"):
+        calibrate(folder, [tmp_path / "never-read.png"], "minmax", tensorrt_version="ten")
+
+
+def test_fp16_keeps_nodes_typed_by_their_attribute_in_float32(tmp_path):
+    """ConstantOfShape (what a Caffe Power layer with scale 0 becomes) writes float32 whatever its input: it must
+    stay float32 and be cast, not be taken for a float16 node."""
+    extra = [helper.make_node("Shape", ["residual"], ["residual_shape"], name="shape"),
+             helper.make_node("ConstantOfShape", ["residual_shape"], ["half"], name="fill",
+                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             helper.make_node("Add", ["residual", "half"], ["residual_again"], name="shift")]
+    folder = model_folder(tmp_path)
+    model = onnx.load(str(lite_block_model(tmp_path / "fill.onnx", extra_nodes=extra)))
+    for node in model.graph.node:  # the pool reads the shifted tensor
+        if node.name == "pool":
+            node.input[0] = "residual_again"
+    onnx.save(model, str(folder / "model.onnx"))
+    half = make_fp16(folder)
+    assert tensor_types(onnx.load(str(half)))["half"] == TensorProto.FLOAT
+    batch = batch_of(folder, write_images(tmp_path / "images", 2))
+    np.testing.assert_allclose(run(half, batch), run(folder / "model.onnx", batch), atol=5e-3)

@@ -39,6 +39,8 @@ def load_backend(name: str, folder: Path, card: "Card", precision: str, cpu_thre
     if name in ("onnxruntime", "torch"):
         onnx_path = folder / PRECISION_FILES[precision]
         if not onnx_path.is_file():
+            if precision == "fp32":
+                raise EdgeError(f"{onnx_path}: missing; import the model again with `edge import ... --force`")
             hint = "edge fp16" if precision == "fp16" else "edge calibrate"
             raise EdgeError(f"{onnx_path}: no {precision} variant; make it with `{hint} {folder}`")
         if name == "torch":  # PyTorch on CUDA: a GPU executor where TensorRT is absent (edge/backends/torch.py)

@@ -622,8 +622,9 @@ def check_supported(net: Net, prototxt: Path) -> None:
                             f"supported: {', '.join(SUPPORTED)}")
 
 
-def fold_scale_into_batch_norm(graph: onnx.GraphProto) -> None:
+def fold_scale_into_batch_norm(graph: onnx.GraphProto, ranks: dict[str, int]) -> None:
     """BatchNormalization(scale 1, B 0) -> Mul(s) [-> Add(b)], each the only reader of the one before: one node.
+    `ranks` gives tensors' ranks: s and b must broadcast onto axis 1, the channels, to fold.
 
     Exact in real arithmetic (Caffe's BatchNorm + Scale pair is ONNX BatchNormalization with scale s and B b);
     rounding may differ in the last bit.
@@ -635,25 +636,29 @@ def fold_scale_into_batch_norm(graph: onnx.GraphProto) -> None:
             readers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
 
-    def per_channel_reader(tensor: str, op: str, channels: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
-        """The one node reading `tensor`, if it is `op` with a (channels, 1, ...) constant as second input."""
+    def per_channel_reader(tensor: str, op: str, channels: int, rank: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
+        """The one node reading `tensor` (of `rank` axes), if it is `op` with a (channels, 1, ...) constant as second
+        input: one that broadcasts onto axis 1."""
         nodes = readers.get(tensor, [])
         if tensor in outputs or len(nodes) != 1 or nodes[0].op_type != op or nodes[0].input[0] != tensor:
             return None
         constant = constants.get(nodes[0].input[1])
         if constant is None or not constant.dims or constant.dims[0] != channels or any(d != 1 for d in constant.dims[1:]):
             return None
+        if len(constant.dims) != rank - 1:  # (C, 1) on N x C x H x W is per row, not per channel
+            return None
         return nodes[0], numpy_helper.to_array(constant).reshape(channels)
 
     folded = []
     for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
         gamma, beta = (numpy_helper.to_array(constants[name]) for name in bn.input[1:3])
-        mul = per_channel_reader(bn.output[0], "Mul", gamma.shape[0])
+        rank = ranks.get(bn.input[0], 0)  # Mul and Add keep it
+        mul = per_channel_reader(bn.output[0], "Mul", gamma.shape[0], rank)
         if mul is None or not (gamma == 1).all() or not (beta == 0).all():
             continue
         constants[bn.input[1]].CopyFrom(numpy_helper.from_array(mul[1], bn.input[1]))
         last = mul[0]
-        add = per_channel_reader(last.output[0], "Add", gamma.shape[0])
+        add = per_channel_reader(last.output[0], "Add", gamma.shape[0], rank)
         if add is not None:
             constants[bn.input[2]].CopyFrom(numpy_helper.from_array(add[1], bn.input[2]))
             last = add[0]
@@ -673,6 +678,7 @@ def build_graph(net: Net, weights: Weights, prototxt: Path, caffemodel: Path) ->
     input_name = g.fresh(net.input_name)
     current = {net.input_name: (input_name, net.input_shape)}
     available = [net.input_name]  # blobs no later layer has read yet: at the end, the net's outputs
+    ranks = {input_name: len(net.input_shape)}
     for param in net.layers:
         missing = [b for b in param.bottom if b not in current]
         if missing:
@@ -691,6 +697,7 @@ def build_graph(net: Net, weights: Weights, prototxt: Path, caffemodel: Path) ->
                 available.remove(b)
         for top, output in zip(param.top, outputs):
             current[top] = output
+            ranks[output[0]] = len(output[1])
             if top not in available:
                 available.append(top)
     if len(available) != 1:
@@ -705,7 +712,7 @@ def build_graph(net: Net, weights: Weights, prototxt: Path, caffemodel: Path) ->
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [BATCH, *output_shape[1:]])],
         g.initializers,
     )
-    fold_scale_into_batch_norm(graph)
+    fold_scale_into_batch_norm(graph, ranks)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                              producer_name="edge")
 

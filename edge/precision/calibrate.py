@@ -33,6 +33,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import EdgeError
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
+from ..importer import load_onnx
 from ..model import CARD, PRECISION_FILES, Card
 from ..preprocess import load_image, preprocess
 from .cache import DEFAULT_TENSORRT, cache_header, format_cache
@@ -57,6 +58,7 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         raise EdgeError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if not images:
         raise EdgeError(f"{folder}: no calibration images given")
+    cache_header(tensorrt_version)  # a bad --tensorrt is refused now, not after minutes of calibration
     card = Card.read(folder)
     source = folder / PRECISION_FILES["fp32"]
     started = time.perf_counter()
@@ -138,7 +140,7 @@ def _batches(images: list[Path], card: Card, batch_size: int):
 
 def _with_opset_13(path: Path) -> onnx.ModelProto:
     """Per-channel Q/DQ needs the `axis` attribute, which QuantizeLinear has from opset 13."""
-    model = onnx.load(str(path))
+    model = load_onnx(path)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return onnx.version_converter.convert_version(model, 13) if opset < 13 else model
 
@@ -180,8 +182,8 @@ def check_int8_graph(model: onnx.ModelProto) -> None:
         if zero.dtype != np.int8 or np.any(zero != 0):
             raise EdgeError(f"int8 graph: {node.name} has zero point {zero.dtype} {zero.ravel()[:4].tolist()}; "
                             "TensorRT needs int8 0")
-        if np.any(scale <= 0):
-            raise EdgeError(f"int8 graph: {node.name} has a scale <= 0")
+        if not np.all((scale > 0) & np.isfinite(scale)):  # a NaN or inf range (an overflowing tensor) too
+            raise EdgeError(f"int8 graph: {node.name} has a scale that is not a positive finite number")
         if node.op_type == "DequantizeLinear":
             continue
         weight = constants.get(node.input[0])

@@ -11,6 +11,7 @@ The keep-in-float32 rule. A node stays in float32 when
   2. it reads a constant (weight, bias, clip bound) that float16 cannot hold (|value| > 65504).
 Every other float node, the convolutions, Gemm, activations, Add, pooling windows, runs in float16 with float16
 weights. Constants outside float16's smallest subnormal (6e-8) flush to zero, as TensorRT does with them.
+Cast, Constant and ConstantOfShape write the type their attribute names, so they are left as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ KEEP_FLOAT32 = frozenset({
     "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
 })
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+TYPED_BY_ATTRIBUTE = frozenset({"Cast", "Constant", "ConstantOfShape"})  # their output type is an attribute's
 
 
 def make_fp16(folder: Path) -> Path:
@@ -66,7 +68,7 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
         return bool(name) and types.get(name) == TensorProto.FLOAT
 
     def runs_in_float16(node: onnx.NodeProto) -> bool:
-        if node.op_type in KEEP_FLOAT32 or node.op_type == "Cast" or not node.output:
+        if node.op_type in KEEP_FLOAT32 or node.op_type in TYPED_BY_ATTRIBUTE or not node.output:
             return False
         if not all(is_float(o) for o in node.output):
             return False
