@@ -260,7 +260,7 @@ class Runner:
         from .http import Metrics, parse_address, serve
         from .loop import Loop
         from .sinks import AnnotatedVideo, Results, load_groups, open_sink
-        from .sources import open_source
+        from .sources import open_source, redact
 
         model = self.load_model(options)
         card = model.card
@@ -273,17 +273,18 @@ class Runner:
         source = open_source(options["input"], options["width"], options["height"], options["fps"], options["loop"])
         sinks = [open_sink(uri) for uri in options["output"]]
         annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
-        watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), options["input"],
+        shown = redact(options["input"])  # no camera password in logs, STATUS or /metrics
+        watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), shown,
                             self.started)
         with contextlib.ExitStack() as gpu_scope:  # the CUDA context, while the GPU path runs
             executor = make_executor(model, options["backend"], gpu_scope, batch)
             loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
             metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
-                                           "precision": options["precision"], "input": options["input"]})
+                                           "precision": options["precision"], "input": shown})
             loop.timings.append(metrics)
             server = serve(address, metrics) if address else None
             log.info("%s (%s, %s) on %s, batch %d", card.name, options["backend"], options["precision"],
-                     options["input"], batch)
+                     shown, batch)
             self.loop = loop
             try:
                 if self.stopping or self.reloading:  # the signal came while the model was loading

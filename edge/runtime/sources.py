@@ -214,6 +214,12 @@ def _image_paths(uri: str) -> list[Path] | None:
     return paths
 
 
+def redact(uri: str) -> str:
+    """The URI with its password, if any, replaced by ***: what is shown goes to logs, systemd's STATUS and
+    /metrics, and a camera's rtsp://user:password@host must not."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
 def open_source(uri: str, width: int | None = None, height: int | None = None, fps: float | None = None,
                 loop: bool = False) -> Source:
     """The Source for an input URI. Width, height and fps request a camera's mode and size test://;
@@ -237,7 +243,7 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
         return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
     if scheme in STREAM_SCHEMES:
         timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
-        return Capture(uri, uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
+        return Capture(redact(uri), uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
     if scheme not in ("", "file"):
         raise EdgeError(f"{uri}: unknown input scheme {scheme}:// (csi, gst, v4l2, {', '.join(STREAM_SCHEMES)}, "
                         "file, test, or a path)")
