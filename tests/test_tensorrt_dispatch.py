@@ -115,12 +115,14 @@ def test_build_spec_missing_variant_says_how_to_make_it(folder):
 
 def test_build_spec_dla_and_workspace(folder):
     card = Card.read(folder)
-    spec = build_spec(folder, card, "10.3.0", "fp16", dla=1, workspace_mib=256)
+    spec = build_spec(folder, card, "10.3.0", "fp16", dla=1, workspace_mib=256, implicit=True)
     assert (spec.dla_core, spec.workspace_mib, spec.batch_profile) == (1, 256, (1, 1, 1))  # DLA: no dynamic shapes
     with pytest.raises(EdgeError, match="the DLA has no FP32"):
         build_spec(folder, card, "10.3.0", "fp32", dla=0)
     with pytest.raises(EdgeError, match="DLA core number"):
         build_spec(folder, card, "10.3.0", "fp16", dla=-1)
+    with pytest.raises(EdgeError, match="--dla on TensorRT 10.3.0 needs --implicit"):
+        build_spec(folder, card, "10.3.0", "fp16", dla=0)
     with pytest.raises(EdgeError, match="size in MiB"):
         build_spec(folder, card, "10.3.0", "fp16", workspace_mib=0)
     with pytest.raises(EdgeError, match="precision must be one of"):

@@ -94,6 +94,10 @@ def build_spec(folder: Path, card: "Card", version: str, precision: str, dla: in
         raise EdgeError(f"--dla takes a DLA core number (0, 1, ...), not {dla}")
     if dla is not None and precision == "fp32":
         raise EdgeError("--dla needs --precision fp16 or int8: the DLA has no FP32")
+    if dla is not None and path == STRONGLY_TYPED:
+        # Before TensorRT 11.4.1 the DLA takes its precision from builder flags, and never from Q/DQ nodes.
+        raise EdgeError(f"--dla on TensorRT {version} needs --implicit: the DLA takes FP16/INT8 from builder flags "
+                        "and calibration.cache, not from the typed ONNX variants")
     if workspace_mib is not None and workspace_mib <= 0:
         raise EdgeError(f"--workspace takes a size in MiB, not {workspace_mib}")
     profile = None
