@@ -356,3 +356,16 @@ def test_fp16_keeps_nodes_typed_by_their_attribute_in_float32(tmp_path):
     assert tensor_types(onnx.load(str(half)))["half"] == TensorProto.FLOAT
     batch = batch_of(folder, write_images(tmp_path / "images", 2))
     np.testing.assert_allclose(run(half, batch), run(folder / "model.onnx", batch), atol=5e-3)
+
+
+def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_path):
+    import json
+
+    from edge.precision.images import CALIBRATION_JSON, exclude_calibration_images
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"not really a png")
+    (tmp_path / CALIBRATION_JSON).write_text(json.dumps({"images": [{"path": str(tmp_path / "c.png"), "sha256": "0" * 64}]}))
+    items = [(image, 1), (tmp_path / "missing.png", 2), (tmp_path / "folder", 3)]
+    (tmp_path / "folder").mkdir()
+    assert exclude_calibration_images(tmp_path, items) == items

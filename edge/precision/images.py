@@ -64,5 +64,13 @@ def exclude_calibration_images(folder: Path, items: list[tuple[Path, int]]) -> l
     if not used:
         return list(items)
     hashes = set(used.values())
-    return [(path, class_id) for path, class_id in items
-            if Path(path).resolve() not in used and not (Path(path).is_file() and sha256_file(path) in hashes)]
+
+    def calibrated(path: Path) -> bool:
+        if Path(path).resolve() in used:
+            return True
+        try:
+            return sha256_file(path) in hashes
+        except OSError:  # missing or unreadable: not a calibration image; evaluation reports it on its own
+            return False
+
+    return [(path, class_id) for path, class_id in items if not calibrated(path)]
