@@ -148,6 +148,9 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
         if options.mean_file is not None:
             mean_image = read_mean_image(options.mean_file)
             sources.append(("mean", options.mean_file))
+        elif caffe.mean_file and options.mean_values is None:  # a silent mean of 0 would give garbage labels
+            raise EdgeError(f"{src}: transform_param subtracts the mean image {caffe.mean_file}; give it with "
+                            f"--mean {Path(caffe.mean_file).name} (or per-channel --mean-values)")
     else:
         if weights is not None or options.mean_file is not None:
             raise EdgeError(f"{src}: --weights and --mean are for Caffe models (a .prototxt)")

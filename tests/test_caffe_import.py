@@ -123,3 +123,20 @@ def test_cli_refuses_unsupported_layer_and_writes_nothing(tmp_path: Path, capsys
     assert code != 0 and "'relu'" in err and "Threshold" in err and "supported:" in err
     assert len(err.splitlines()) == 1
     assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_a_mean_file_named_by_transform_param_must_be_given(tmp_path: Path, capsys) -> None:
+
+    prototxt, caffemodel = tmp_path / "deploy.prototxt", tmp_path / "net.caffemodel"
+    prototxt.write_text('layer { name: "data" type: "Input" top: "data" transform_param { mean_file: '
+                        '"/data/imagenet_mean.binaryproto" } input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n'
+                        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                        'inner_product_param { num_output: 4 } }\n')
+    random_caffemodel(prototxt, caffemodel, seed=1)
+    repo = tmp_path / "engines"
+    code = cli.main(["import", str(prototxt), "--weights", str(caffemodel), "--repo", str(repo)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "--mean imagenet_mean.binaryproto" in err
+    assert not repo.exists() or not any(repo.iterdir())
+    assert cli.main(["import", str(prototxt), "--weights", str(caffemodel), "--repo", str(repo),
+                     "--mean-values", "104,117,123"]) == 0

@@ -23,6 +23,7 @@ class CaffeConversion:
     model: onnx.ModelProto  # float32, one NCHW image input with a symbolic batch, one output
     mean_values: tuple[float, ...] | None  # transform_param's mean_value, one per channel
     scale: float | None  # transform_param's scale
+    mean_file: str | None  # transform_param's mean_file: a mean image the user must hand over with --mean
 
 
 def convert_caffe(prototxt: Path, caffemodel: Path) -> CaffeConversion:
@@ -34,8 +35,9 @@ def convert_caffe(prototxt: Path, caffemodel: Path) -> CaffeConversion:
     model = build_graph(net, weights, prototxt, caffemodel)
     # The deploy net's transform_param, else the one the training net kept in the caffemodel's TEST data layer.
     source, transform = (prototxt, net.transform) if net.transform is not None else (caffemodel, weights.transform)
-    mean_values, scale = None, None
+    mean_values, scale, mean_file = None, None, None
     if transform is not None:
+        mean_file = transform.mean_file or None
         channels = net.input_shape[1]
         means = tuple(float(v) for v in transform.mean_value)
         if means:
@@ -46,4 +48,4 @@ def convert_caffe(prototxt: Path, caffemodel: Path) -> CaffeConversion:
             mean_values = means
         if transform.HasField("scale"):
             scale = float(transform.scale)
-    return CaffeConversion(model, mean_values, scale)
+    return CaffeConversion(model, mean_values, scale, mean_file)
