@@ -369,3 +369,26 @@ def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_p
     items = [(image, 1), (tmp_path / "missing.png", 2), (tmp_path / "folder", 3)]
     (tmp_path / "folder").mkdir()
     assert exclude_calibration_images(tmp_path, items) == items
+
+
+def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_opset(tmp_path):
+    """TensorRT's implicit INT8 build parses model.onnx and looks the cache's names up in it."""
+    from edge.importer import import_model
+    from edge.precision.cache import read_cache
+    from edge.precision.calibrate import calibrate
+    from tiny_models import tiny_classifier
+
+    source = tiny_classifier(tmp_path / "old.onnx")
+    model = onnx.load(str(source))
+    model.opset_import[0].version = 11  # calibration converts a copy to opset 13 for per-channel Q/DQ
+    onnx.save(model, str(source))
+    folder = import_model(source, repo=tmp_path / "engines")
+    images = []
+    for i in range(4):
+        images.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(images[-1]), np.random.default_rng(i).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    calibrate(folder, images, "minmax")
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    names = {name for node in graph.node for name in [*node.input, *node.output]} | {i.name for i in graph.input}
+    scales = read_cache(folder / "calibration.cache").scales
+    assert scales and set(scales) <= names
