@@ -17,7 +17,7 @@ import onnx
 import tomli_w
 
 from . import __version__
-from .errors import EdgeError
+from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
 from .model import CARD, LABELS, MEAN_IMAGE, Card, read_labels, repo_folder
 from .preprocess import Preprocess
@@ -54,7 +54,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     except OSError as e:  # a folder, no permission: the bytes were never read
         raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
     except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
-        raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot parse'})") from None
+        raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
     if not model.graph.node:
         raise EdgeError(f"{path}: not an ONNX model (no graph nodes)")
     return model
@@ -66,7 +66,7 @@ def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
         onnx.checker.check_model(model)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as e:
-        raise EdgeError(f"{source}: invalid ONNX graph: {str(e).strip().splitlines()[0]}") from None
+        raise EdgeError(f"{source}: invalid ONNX graph: {first_line(e)}") from None
 
 
 def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -> tuple[str, list[int | None], str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from .errors import first_line
+
 SOCKET = Path("/run/jtop.sock")
 
 
@@ -75,7 +77,7 @@ class Sampler:
             self.jetson = jtop(interval=self.interval)
             self.jetson.start()
         except Exception as e:  # JtopException: service down, not in the jtop group, or a version mismatch
-            self.note = f"jetson-stats cannot connect: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            self.note = f"jetson-stats cannot connect: {first_line(e)}"
             self.jetson = None
             return
         self.thread = threading.Thread(target=self._sample, name="edge-telemetry", daemon=True)

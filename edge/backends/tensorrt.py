@@ -30,7 +30,7 @@ import numpy as np
 
 from ..engine import (ENGINE_SUFFIX, IMPLICIT, STRONGLY_TYPED, BuildSpec, Target, engine_path, install_engine,
                       make_sidecar, read_sidecar, remove_leftovers, source_hashes, timing_cache_path, why_stale)
-from ..errors import EdgeError
+from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes
 from ..precision.calibrate import CALIBRATION_CACHE
 
@@ -161,7 +161,7 @@ def import_tensorrt():
     try:
         import tensorrt
     except Exception as e:  # a broken install raises more than ImportError
-        raise EdgeError(f"TensorRT is not installed here (import tensorrt failed: {_first_line(e)}); "
+        raise EdgeError(f"TensorRT is not installed here (import tensorrt failed: {_described(e)}); "
                         f"{WHERE_TO_BUILD}") from None
     return tensorrt
 
@@ -204,9 +204,9 @@ def tensorrt_summary() -> str:
     return f"yes ({version}: {how})"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+def _described(e: BaseException) -> str:
+    """`ModuleNotFoundError: No module named 'tensorrt'`: the type says as much as the message here."""
+    return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
 
 
 def _say(message: str) -> None:
@@ -233,7 +233,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
     try:
         import polygraphy  # noqa: F401
     except ImportError as e:
-        raise EdgeError(f"polygraphy is not installed here ({_first_line(e)}); `edge build` uses NVIDIA's Polygraphy "
+        raise EdgeError(f"polygraphy is not installed here ({_described(e)}); `edge build` uses NVIDIA's Polygraphy "
                         "to drive TensorRT: pip install polygraphy") from None
     card = Card.read(folder)
     spec = build_spec(folder, card, trt.__version__, precision, dla, workspace_mib, implicit)
@@ -294,7 +294,7 @@ def _build_serialized(trt, folder: Path, card: "Card", spec: BuildSpec, target: 
         trt_config = config(builder, network)
         engine = EngineBytesFromNetwork((builder, network, parser), config=trt_config)()
     except PolygraphyException as e:
-        raise EdgeError(f"{onnx}: the TensorRT build failed: {_first_line(e)} (TensorRT's messages are above)") \
+        raise EdgeError(f"{onnx}: the TensorRT build failed: {_described(e)} (TensorRT's messages are above)") \
             from None
     atomic_write_bytes(timing_cache, bytes(memoryview(trt_config.get_timing_cache().serialize())))
     return bytes(memoryview(engine))
@@ -379,7 +379,7 @@ def _pycuda():
     try:
         import pycuda.driver as cuda
     except Exception as e:
-        raise EdgeError(f"pycuda is not installed here (import pycuda.driver failed: {_first_line(e)}); "
+        raise EdgeError(f"pycuda is not installed here (import pycuda.driver failed: {_described(e)}); "
                         "pip install 'edge[jetson]' with nvcc on PATH") from None
     cuda.init()
     return cuda

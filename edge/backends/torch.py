@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import EdgeError
+from ..errors import EdgeError, first_line
 
 if TYPE_CHECKING:
     from ..model import Card
@@ -49,7 +49,7 @@ class TorchBackend:
         try:
             self.module = convert(graph).eval().to("cuda")
         except Exception as e:  # onnx2torch raises NotImplementedError and others for unsupported nodes
-            raise EdgeError(f"{onnx_path}: onnx2torch cannot convert it: {str(e).splitlines()[0]}") from None
+            raise EdgeError(f"{onnx_path}: onnx2torch cannot convert it: {first_line(e)}") from None
         self.torch = torch
         self.card = card
         self.name = f"torch {torch.__version__} on {torch.cuda.get_device_name()}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from ..errors import EdgeError
+from ..errors import EdgeError, first_line
 from . import schema
 
 TEST = schema.ENUMS["Phase"]["TEST"]
@@ -27,11 +27,6 @@ def _read_bytes(path: Path) -> bytes:
         raise EdgeError(f"{path}: cannot read it ({e.strerror})") from None
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def read_prototxt(path: Path):
     """A NetParameter in protobuf text format (deploy.prototxt)."""
     data = _read_bytes(path)
@@ -40,7 +35,7 @@ def read_prototxt(path: Path):
     except UnicodeDecodeError:
         raise EdgeError(f"{path}: not a Caffe prototxt (not UTF-8 text)") from None
     except Exception as e:  # ParseError for bad text; RecursionError for absurd nesting
-        raise EdgeError(f"{path}: not a Caffe prototxt: {_first_line(e)}") from None
+        raise EdgeError(f"{path}: not a Caffe prototxt: {first_line(e)}") from None
 
 
 def _read_binary(path: Path, message, what: str):
@@ -48,7 +43,7 @@ def _read_binary(path: Path, message, what: str):
     try:
         message.ParseFromString(data)
     except Exception as e:  # DecodeError: truncated or corrupt bytes
-        raise EdgeError(f"{path}: not a {what} ({_first_line(e)})") from None
+        raise EdgeError(f"{path}: not a {what} ({first_line(e)})") from None
     return message
 
 

@@ -31,7 +31,7 @@ from onnx import numpy_helper
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import EdgeError
+from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
 from ..importer import load_onnx
 from ..model import CARD, PRECISION_FILES, Card
@@ -170,7 +170,7 @@ def check_int8_graph(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
-        raise EdgeError(f"the int8 graph fails the ONNX checker: {str(e).splitlines()[0]}") from None
+        raise EdgeError(f"the int8 graph fails the ONNX checker: {first_line(e)}") from None
     constants = {t.name: t for t in model.graph.initializer}
     consumers = {name: node for node in model.graph.node for name in node.input}
     for node in model.graph.node:

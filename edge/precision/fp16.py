@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import EdgeError
+from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes
 from ..importer import load_onnx
 from ..model import CARD, PRECISION_FILES
@@ -46,7 +46,7 @@ def make_fp16(folder: Path) -> Path:
         half = to_float16(model)
         onnx.checker.check_model(half)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise EdgeError(f"{source}: the float16 graph is not valid ONNX: {str(e).strip().splitlines()[0]}") from None
+        raise EdgeError(f"{source}: the float16 graph is not valid ONNX: {first_line(e)}") from None
     target = folder / PRECISION_FILES["fp16"]
     atomic_write_bytes(target, half.SerializeToString())
     return target

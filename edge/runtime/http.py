@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from ..errors import EdgeError
+from ..errors import EdgeError, first_line
 from .loop import STAGES, LoopStats
 
 log = logging.getLogger("edge")
@@ -136,7 +136,7 @@ class JetsonStats:
             client = jtop(interval=1.0)
             client.start()
         except Exception as e:  # JtopException: service down, not in the jtop group, or a version mismatch
-            log.warning("jetson-stats cannot connect: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning("jetson-stats cannot connect: %s", first_line(e))
             return None
         return cls(client)
 
