@@ -330,7 +330,9 @@ VERBS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edge", description=__doc__.splitlines()[0])
+    from . import __doc__ as product
+
+    parser = argparse.ArgumentParser(prog="edge", description=product.strip())
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)

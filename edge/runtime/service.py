@@ -387,8 +387,9 @@ Restart=on-failure
 RestartSec=2
 # The loop pings every 15 s while frames flow; a stuck pipeline is killed and restarted.
 WatchdogSec=30
-# The first start may build a TensorRT engine: minutes on a Jetson.
-TimeoutStartSec=900
+# READY comes once the model is loaded and the first frame classified; engines are built beforehand
+# (`edge build`), so this covers deserializing one and a CSI camera's start.
+TimeoutStartSec=120
 TimeoutStopSec=10
 User={user}
 Group={user}
