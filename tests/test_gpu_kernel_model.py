@@ -168,3 +168,14 @@ def test_launch_marshals_every_argument_the_kernel_takes(monkeypatch):
 def test_fused_preprocess_rejects_other_output_types():
     with pytest.raises(ValueError):
         FusedPreprocess(SPECS["stretch-bgr-nchw"], np.uint8)
+
+
+def test_the_kernel_keeps_a_bounded_number_of_frame_sizes():
+    from edge.gpu.kernels import SIZES_KEPT
+
+    kernel = FusedPreprocess(Preprocess(size=(8, 8), resize="shorter", resize_size=9))
+    for side in range(10, 10 + 3 * SIZES_KEPT):
+        geometry, _ = kernel._prepared(side, side + 1)
+        assert geometry.frame_height == side
+    assert len(kernel._per_size) == SIZES_KEPT
+    assert next(reversed(kernel._per_size)) == (10 + 3 * SIZES_KEPT - 1, 10 + 3 * SIZES_KEPT)

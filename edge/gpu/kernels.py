@@ -193,6 +193,9 @@ def kernel_function():
     return _FUNCTIONS[key][1]
 
 
+SIZES_KEPT = 8  # frame sizes whose geometry and device mean image are kept: a camera has one
+
+
 class FusedPreprocess:
     """Launches the kernel for one Preprocess spec; keeps the geometry and mean image per frame size."""
 
@@ -214,6 +217,8 @@ class FusedPreprocess:
                 import pycuda.driver as cuda
 
                 device_mean = cuda.to_device(mean_image)
+            if len(self._per_size) == SIZES_KEPT:  # a folder of many image sizes must not grow GPU memory
+                del self._per_size[next(iter(self._per_size))]  # the oldest; freeing waits for kernels using it
             self._per_size[key] = (g, device_mean)
         return self._per_size[key]
 
