@@ -47,12 +47,24 @@ def _resize(text: str) -> tuple[str, int | None]:
     return mode, int(size) if size else None
 
 
-def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+def _model_folder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model folder, or a model's name in the repository")
     parser.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "torch"))
+
+
+def _precision_flag(parser: argparse.ArgumentParser) -> None:
+    from .model import PRECISION_FILES
+
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_FILES))
+
+
+def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    from .backends import BACKENDS
+
+    _model_folder_flags(parser)
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     if precision:
-        parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+        _precision_flag(parser)
 
 
 # --- import ------------------------------------------------------------------------------------------------
@@ -172,8 +184,7 @@ def cmd_eval(args) -> int:
 
 def add_fp16(sub) -> None:
     p = sub.add_parser("fp16", help="model.fp16.onnx: float16 weights and compute, float32 I/O (docs/precision.md)")
-    p.add_argument("model", help="a model folder, or a model's name in the repository")
-    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    _model_folder_flags(p)
 
 
 def cmd_fp16(args) -> int:
@@ -189,8 +200,7 @@ def add_calibrate(sub) -> None:
     from .precision.calibrate import METHODS
 
     p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
-    p.add_argument("model", help="a model folder, or a model's name in the repository")
-    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    _model_folder_flags(p)
     p.add_argument("--images", required=True, type=Path, help="a folder of images, or a `file [class_id]` list")
     p.add_argument("--count", type=int, default=100, help="images to calibrate on, evenly spaced in path order")
     p.add_argument("--method", default=METHODS[0], choices=METHODS)
@@ -212,9 +222,8 @@ def cmd_calibrate(args) -> int:
 
 def add_build(sub) -> None:
     p = sub.add_parser("build", help="TensorRT engine for this GPU from a model folder (reused while up to date)")
-    p.add_argument("model", help="a model folder, or a model's name in the repository")
-    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    _model_folder_flags(p)
+    _precision_flag(p)
     p.add_argument("--dla", type=int, metavar="N", help="run on DLA core N, layers it cannot run fall back to the GPU")
     p.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT's workspace limit (default: TensorRT's)")
     p.add_argument("--implicit", action="store_true",
