@@ -122,7 +122,7 @@ def main() -> None:
         video, video_name = make_video(workdir / "clip.avi", args.frames)
         model = Model.load(folder)
         workers = parallel_runs("onnxruntime")
-        edge_model = Model.load(folder, cpu_threads=1 if workers > 1 else 0)
+        edge_model = Model.load(folder, runs=workers)
         capture, inputs = cv2.VideoCapture(str(video)), []
         while (frame := capture.read())[0]:
             inputs.append(preprocess(frame[1], model.preprocess)[None])

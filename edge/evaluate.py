@@ -82,8 +82,7 @@ def load_models(model: str | os.PathLike, repo: str | os.PathLike | None, backen
                 precisions: list[str]) -> tuple[dict[str, Model], int]:
     """The model at each precision, and how many batches `evaluate` should run at once (parallel_runs)."""
     workers = parallel_runs(backend)
-    threads = 1 if workers > 1 else 0
-    return {p: Model.load(model, repo, backend, p, cpu_threads=threads) for p in precisions}, workers
+    return {p: Model.load(model, repo, backend, p, runs=workers) for p in precisions}, workers
 
 
 def _in_order(pool: ThreadPoolExecutor, fn, jobs: list, ahead: int):

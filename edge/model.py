@@ -160,14 +160,14 @@ class Model:
 
     @classmethod
     def load(cls, model: str | os.PathLike, repo: str | os.PathLike | None = None,
-             backend: str = "onnxruntime", precision: str = "fp32", cpu_threads: int = 0) -> "Model":
+             backend: str = "onnxruntime", precision: str = "fp32", runs: int = 1) -> "Model":
         from .backends import load_backend
 
         folder = find_model_folder(model, repo)
         card = Card.read(folder)
         if precision not in PRECISION_FILES:
             raise EdgeError(f"precision must be one of {', '.join(PRECISION_FILES)}, not {precision!r}")
-        return cls(folder, card, load_backend(backend, folder, card, precision, cpu_threads))
+        return cls(folder, card, load_backend(backend, folder, card, precision, runs))
 
     @property
     def preprocess(self) -> Preprocess:

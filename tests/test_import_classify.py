@@ -236,7 +236,7 @@ def test_parallel_evaluation_scores_like_serial(tiny, repo, images, tmp_path):
     listing = tmp_path / "val.txt"
     listing.write_text("".join(f"{p.name} {i % 4}\n" for i, p in enumerate(images * 3)))
     items = read_label_list(listing)
-    model = Model.load(repo / "tiny", cpu_threads=1)
+    model = Model.load(repo / "tiny", runs=3)
     serial = evaluate({"fp32": model}, items, batch_size=2, workers=1, progress=False)
     parallel = evaluate({"fp32": model, "again": model}, items, batch_size=2, workers=3, progress=False)
     assert parallel["fp32"] == serial["fp32"]

@@ -28,12 +28,12 @@ class Backend(Protocol):
 def parallel_runs(name: str) -> int:
     """How many inferences to run at once for throughput. On ONNX Runtime, one single-threaded run per core beats
     one run whose threads meet at every operator (about 1.2x on 2 cores: docs/benchmarks.md); the models are then
-    loaded with cpu_threads=1. A GPU backend runs one batch at a time."""
+    loaded with that many `runs`. A GPU backend runs one batch at a time."""
     return (os.cpu_count() or 1) if name == "onnxruntime" else 1
 
 
-def load_backend(name: str, folder: Path, card: "Card", precision: str, cpu_threads: int = 0) -> Backend:
-    """`cpu_threads` is ONNX Runtime's intra-op thread count (0: one per core); the GPU backends have none."""
+def load_backend(name: str, folder: Path, card: "Card", precision: str, runs: int = 1) -> Backend:
+    """`runs`: how many inferences the caller will run at once (see parallel_runs)."""
     from ..model import PRECISION_FILES
 
     if name in ("onnxruntime", "torch"):
@@ -49,7 +49,7 @@ def load_backend(name: str, folder: Path, card: "Card", precision: str, cpu_thre
             return TorchBackend(onnx_path, card)
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(onnx_path, card, cpu_threads)
+        return OnnxRuntimeBackend(onnx_path, card, runs)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, onnx_path: Path, card: "Card", threads: int = 0):
-        """`threads`: ONNX Runtime's intra-op threads for one run (0: one per core). Runs may be called from
-        several threads at once; `edge eval` runs one single-threaded inference per core that way."""
+    def __init__(self, onnx_path: Path, card: "Card", runs: int = 1):
+        """`runs`: how many inferences the caller runs at once, from as many threads. Several runs are each
+        single-threaded, since they already fill the cores; one run gets ONNX Runtime's pool (one per core)."""
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1 if runs > 1 else 0
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types, one line is enough for the user

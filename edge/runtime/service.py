@@ -252,7 +252,7 @@ class Runner:
         key = (options["model"], options["repo"], options["backend"], options["precision"])
         if key != self.model_key:  # a reload that keeps the model keeps it loaded (an engine can take a while)
             self.model = None
-            self.model = Model.load(*key, cpu_threads=1 if parallel_runs(options["backend"]) > 1 else 0)
+            self.model = Model.load(*key, runs=parallel_runs(options["backend"]))
             self.model_key = key
         return self.model
 
