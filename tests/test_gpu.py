@@ -9,7 +9,7 @@ import pytest
 
 from edge.gpu import cuda_available
 from edge.preprocess import Preprocess
-from test_gpu_kernel_model import SPECS, kernel_model, reference, tolerance
+from kernel_on_cpu import SPECS, compile_for_cpu, reference, run_kernel_on_cpu, tolerance
 
 pytestmark = pytest.mark.gpu
 
@@ -26,6 +26,11 @@ def gpu():
 
     with GpuContext() as context:
         yield context
+
+
+@pytest.fixture(scope="module")
+def kernel_on_cpu(tmp_path_factory):
+    return compile_for_cpu(tmp_path_factory.mktemp("kernel"))
 
 
 class IdentityEngine:
@@ -64,7 +69,7 @@ def run_kernel(frames: np.ndarray, spec: Preprocess, dtype) -> np.ndarray:
 @pytest.mark.parametrize("name", [*SPECS, "lite0"])
 @pytest.mark.parametrize("frame_size", FRAME_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
-def test_kernel_matches_the_cpu_reference_and_writes_every_element(gpu, name, frame_size, dtype):
+def test_kernel_matches_the_cpu_reference_and_writes_every_element(gpu, kernel_on_cpu, name, frame_size, dtype):
     spec = LITE0 if name == "lite0" else SPECS[name]
     frames = np.random.default_rng().integers(0, 256, (2, *frame_size, 3), dtype=np.uint8)  # fresh every run
     got = run_kernel(frames, spec, dtype)
@@ -72,8 +77,8 @@ def test_kernel_matches_the_cpu_reference_and_writes_every_element(gpu, name, fr
     expected = reference(frames, spec)
     slack = np.abs(expected).max() * 2**-10 if dtype == np.float16 else 0.0  # float16 rounding
     assert np.abs(got.astype(np.float32) - expected).max() <= tolerance(spec) + slack
-    model = kernel_model(frames, spec, dtype).astype(np.float32)
-    assert np.abs(got.astype(np.float32) - model).max() <= 1e-4 * max(1.0, np.abs(model).max())  # same arithmetic
+    on_cpu = run_kernel_on_cpu(kernel_on_cpu, frames, spec, dtype).astype(np.float32)  # the same source
+    assert np.abs(got.astype(np.float32) - on_cpu).max() <= 1e-4 * max(1.0, np.abs(on_cpu).max())
 
 
 def test_kernel_is_compiled_once_per_device(gpu):

@@ -13,9 +13,9 @@ layout), without the intermediate images:
 
 The CPU reference rounds the resized image to uint8 before the value step; the kernel keeps the float, so the two
 differ by less than one pixel level (0.8 at most on random frames; gray, rounded like cvtColor, by one at most).
-The same arithmetic is written in numpy in tests/test_gpu_kernel_model.py and held to the CPU reference there.
-It is compiled with --fmad=false: without fused multiply-adds every step rounds once, in float32, as numpy does,
-so the kernel and that model compute the same numbers.
+It is compiled with --fmad=false: without fused multiply-adds every step rounds once, in float32, so the same
+source compiled for the CPU (tests/kernel_on_cpu.py, held to the CPU reference in tests/test_gpu_kernel.py)
+computes the same numbers as on the GPU.
 
 Compilation: pycuda's SourceModule runs nvcc once for this source, these options and the device's architecture,
 and keeps the cubin in its on-disk cache (keyed by the source text, which has no #include, the options with the
@@ -105,6 +105,8 @@ extern "C" __global__ void preprocess_frames(
 }
 """
 
+NVCC_OPTIONS = ["-O3", "--fmad=false"]  # see "It is compiled with --fmad=false" above
+
 # pycuda's prepared-call format, one letter per kernel argument above (P pointer, q long long, i int, f float).
 ARGUMENT_FORMAT = "PqiiiffiiiiiPffffffiiP"
 
@@ -186,7 +188,7 @@ def kernel_function():
 
     key = cuda.Context.get_device().pci_bus_id()
     if key not in _FUNCTIONS:
-        module = SourceModule(SOURCE, no_extern_c=True, options=["-O3", "--fmad=false"])
+        module = SourceModule(SOURCE, no_extern_c=True, options=NVCC_OPTIONS)
         function = module.get_function("preprocess_frames")
         function.prepare(ARGUMENT_FORMAT)
         _FUNCTIONS[key] = (module, function)  # the module owns the function's code: keep it alive
