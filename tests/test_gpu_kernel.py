@@ -16,6 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from edge.errors import EdgeError
 from edge.gpu import kernels
 from edge.gpu.kernels import ARGUMENT_FORMAT, FusedPreprocess, channel_constants, geometry
 from edge.preprocess import Preprocess
@@ -136,3 +137,17 @@ def test_the_kernel_keeps_a_bounded_number_of_frame_sizes():
         assert geometry.frame_height == side
     assert len(kernel._per_size) == SIZES_KEPT
     assert next(reversed(kernel._per_size)) == (10 + 3 * SIZES_KEPT - 1, 10 + 3 * SIZES_KEPT)
+
+
+def test_nvcc_is_found_in_cuda_bin_when_path_lacks_it(tmp_path, monkeypatch):
+    """A systemd service's PATH leaves out /usr/local/cuda/bin, where JetPack installs nvcc."""
+    nvcc = tmp_path / "nvcc"
+    nvcc.write_text("#!/bin/sh\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(kernels, "CUDA_BIN", str(tmp_path))
+    assert kernels.nvcc_path() == str(nvcc)
+    nvcc.unlink()
+    with pytest.raises(EdgeError, match="neither on PATH nor in") as error:
+        kernels.nvcc_path()
+    assert "\n" not in str(error.value)

@@ -19,18 +19,21 @@ computes the same numbers as on the GPU.
 
 Compilation: pycuda's SourceModule runs nvcc once for this source, these options and the device's architecture,
 and keeps the cubin in its on-disk cache (keyed by the source text, which has no #include, the options with the
-architecture, and `nvcc --version`), so later processes skip the compile but still run nvcc for that version. Within one process the loaded function is
-kept per device (its PCI bus id) in `_FUNCTIONS`; edge always works in the device's primary context (the one the
+architecture, and `nvcc --version`), so later processes skip the compile but still run nvcc for that version.
+So nvcc must be found on every start: on PATH, else in /usr/local/cuda/bin, where JetPack installs it and which a
+systemd service's PATH leaves out. Within one process the loaded function is kept per device (its PCI bus id) in `_FUNCTIONS`; edge always works in the device's primary context (the one the
 CUDA runtime, TensorRT and PyTorch use), so one device means one context.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from ..errors import EdgeError, first_line
 from ..preprocess import Preprocess
 
 COLOR_CODES = {"bgr": 0, "rgb": 1, "gray": 2}
@@ -178,6 +181,17 @@ def grid(g: Geometry, batch: int) -> tuple[int, int, int]:
     return (-(-g.out_width // BLOCK[0]), -(-g.out_height // BLOCK[1]), batch)
 
 
+CUDA_BIN = "/usr/local/cuda/bin"
+
+
+def nvcc_path() -> str:
+    nvcc = shutil.which("nvcc") or shutil.which("nvcc", path=CUDA_BIN)
+    if nvcc is None:
+        raise EdgeError(f"the GPU path compiles its preprocessing kernel with nvcc, which is neither on PATH nor in "
+                        f"{CUDA_BIN}: install the CUDA toolkit (on a Jetson: sudo apt install nvidia-jetpack)")
+    return nvcc
+
+
 _FUNCTIONS: dict = {}  # PCI bus id of the device -> (module, the prepared kernel)
 
 
@@ -188,7 +202,10 @@ def kernel_function():
 
     key = cuda.Context.get_device().pci_bus_id()
     if key not in _FUNCTIONS:
-        module = SourceModule(SOURCE, no_extern_c=True, options=NVCC_OPTIONS)
+        try:
+            module = SourceModule(SOURCE, nvcc=nvcc_path(), no_extern_c=True, options=NVCC_OPTIONS)
+        except cuda.CompileError as e:
+            raise EdgeError(f"nvcc cannot compile the preprocessing kernel: {first_line(e)}") from None
         function = module.get_function("preprocess_frames")
         function.prepare(ARGUMENT_FORMAT)
         _FUNCTIONS[key] = (module, function)  # the module owns the function's code: keep it alive
