@@ -1,9 +1,16 @@
-"""The CPU path never imports CUDA, TensorRT or jetson-stats: they are absent on most machines, and slow to load."""
+"""The CPU path: it never imports CUDA, TensorRT or jetson-stats (absent on most machines, and slow to load), and
+its backend runs any batch a fixed-batch model can take."""
 
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from tiny_models import tiny_classifier
+
+from edge import Model
+from edge.errors import EdgeError
+from edge.importer import import_model
 
 
 def test_classify_on_the_cpu_imports_nothing_gpu_related(tmp_path):
@@ -21,3 +28,15 @@ print("loaded:" + ",".join(loaded))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "loaded:"
+
+
+def test_a_fixed_batch_model_runs_larger_batches_in_chunks_of_its_own(tmp_path):
+    folder = import_model(tiny_classifier(tmp_path / "two.onnx", batch=2), name="two", repo=tmp_path / "engines")
+    backend = Model.load(folder).backend
+    batch = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    together = backend.run(batch)
+    assert together.shape == (6, 4)
+    np.testing.assert_allclose(together, np.concatenate([backend.run(batch[i:i + 2]) for i in (0, 2, 4)]),
+                               rtol=1e-6)
+    with pytest.raises(EdgeError, match="batch of 3 does not split into the model's batch 2"):
+        backend.run(batch[:3])

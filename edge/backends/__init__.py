@@ -25,6 +25,15 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def run_in_fixed_batches(run, batch: np.ndarray, fixed_batch: int) -> np.ndarray:
+    """run(batch), in chunks of the model's batch size when its graph takes only that one (fixed_batch; 0: any)."""
+    if not fixed_batch or len(batch) == fixed_batch:
+        return run(batch)
+    if len(batch) % fixed_batch:
+        raise EdgeError(f"batch of {len(batch)} does not split into the model's batch {fixed_batch}")
+    return np.concatenate([run(chunk) for chunk in np.split(batch, len(batch) // fixed_batch)])
+
+
 def parallel_runs(name: str) -> int:
     """How many inferences to run at once for throughput. On ONNX Runtime, one single-threaded run per core beats
     one run whose threads meet at every operator (about 1.2x on 2 cores: docs/benchmarks.md); the models are then

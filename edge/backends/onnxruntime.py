@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import EdgeError
+from . import run_in_fixed_batches
 
 if TYPE_CHECKING:
     from ..model import Card
@@ -30,9 +31,7 @@ class OnnxRuntimeBackend:
         self.fixed_batch = card.batch  # 0: the graph takes any batch size
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.fixed_batch and len(batch) != self.fixed_batch:
-            if len(batch) % self.fixed_batch:
-                raise EdgeError(f"batch of {len(batch)} does not split into the model's batch {self.fixed_batch}")
-            chunks = np.split(batch, len(batch) // self.fixed_batch)
-            return np.concatenate([self.run(chunk) for chunk in chunks])
+        return run_in_fixed_batches(self._run, batch, self.fixed_batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]

@@ -26,6 +26,7 @@ import onnx
 
 from ..errors import EdgeError, first_line
 from ..importer import load_onnx
+from . import run_in_fixed_batches
 
 if TYPE_CHECKING:
     import torch
@@ -89,6 +90,9 @@ class TorchBackend:
         return batch, self.card.classes
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return run_in_fixed_batches(self._run, batch, self.card.batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=self.input_dtype)).to("cuda")
