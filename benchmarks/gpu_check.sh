@@ -3,8 +3,9 @@
 #
 #   1. here, on a machine with PyPI:   bash benchmarks/gpu_check.sh fetch
 #      puts into .gpu/ (git-ignored through .git/info/exclude) what the GPU machine lacks and cannot download:
-#      pycuda's source distribution and its pure-Python needs, siphash24 (compiled, CPython 3.12), onnx2torch
-#      for the torch backend, tomli-w for edge itself, and the EfficientNet-Lite0 model from ../shared.
+#      pycuda's source distribution, setuptools to build it and its pure-Python needs, siphash24 (compiled,
+#      CPython 3.12), onnx2torch for the torch backend, tomli-w for edge itself, and the EfficientNet-Lite0 model
+#      from ../shared.
 #   2. on the GPU machine (the device tool: carry [".gpu"], command "bash benchmarks/gpu_check.sh"):
 #      records the machine (GPU, driver, nvcc, TensorRT or its absence), builds pycuda with the machine's nvcc
 #      (or installs .gpu/pycuda-*.whl if a previous run left one), runs the GPU tests, then
@@ -20,7 +21,7 @@ if [[ "${1:-}" == "fetch" ]]; then
     grep -qx "/$CARRY/" .git/info/exclude 2>/dev/null || echo "/$CARRY/" >> .git/info/exclude
     pip download -q --no-deps --no-binary pycuda -d "$CARRY" "pycuda==2026.1"
     pip download -q --no-deps --only-binary=:all: -d "$CARRY" "pytools==2026.1.1" "platformdirs==4.14.7" \
-        "mako==1.4.3" "onnx2torch==1.5.15" "tomli-w==1.2.0"
+        "mako==1.4.3" "onnx2torch==1.5.15" "tomli-w==1.2.0" "setuptools==84.2.1"
     pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
         -d "$CARRY" siphash24
@@ -52,7 +53,18 @@ if ls "$CARRY"/pycuda-*.whl >/dev/null 2>&1; then
     pip_install "$CARRY"/pycuda-*.whl
 else
     start=$(date +%s)
-    python3 -m pip wheel -q --no-index --no-deps --no-build-isolation -w /tmp/pycuda-wheel "$CARRY"/pycuda-*.tar.gz
+    # The build uses setuptools from $CARRY: one older than 70.1 cannot make a wheel without the `wheel` package.
+    python3 -m pip install -q --no-index --no-deps --target /tmp/pycuda-build-site "$CARRY"/setuptools-*.whl
+    mkdir -p /tmp/pycuda-src /tmp/pycuda-libcuda
+    tar -xzf "$CARRY"/pycuda-*.tar.gz -C /tmp/pycuda-src --strip-components=1
+    # Linking needs an unversioned libcuda.so: the toolkit's stub if it has one, else the driver's libcuda.so.1.
+    libcuda=$(ldconfig -p | awk '$1 == "libcuda.so.1" {print $NF; exit}')
+    [[ -n "$libcuda" ]] && ln -sf "$libcuda" /tmp/pycuda-libcuda/libcuda.so
+    # Without cuRAND, which edge does not use and whose headers not every toolkit has (pycuda builds it by default).
+    (cd /tmp/pycuda-src && python3 configure.py --cuda-root=/usr/local/cuda --no-cuda-enable-curand \
+        --cudadrv-lib-dir='${CUDA_ROOT}/lib64/stubs,/tmp/pycuda-libcuda' >/dev/null)
+    PYTHONPATH=/tmp/pycuda-build-site python3 -m pip wheel -q --no-index --no-deps --no-build-isolation \
+        -w /tmp/pycuda-wheel /tmp/pycuda-src
     echo "pycuda built in $(( $(date +%s) - start )) s"
     cp /tmp/pycuda-wheel/pycuda-*.whl "$OUT/"
     pip_install /tmp/pycuda-wheel/pycuda-*.whl

@@ -89,3 +89,18 @@ def test_device_engine_adapts_the_tensorrt_backend_and_refuses_host_backends():
     assert device_engine(SimpleNamespace(run=lambda batch: batch)) is None  # a host backend (ONNX Runtime)
     torch_like = SimpleNamespace(run_device=lambda *args: None)
     assert device_engine(torch_like) is torch_like
+
+
+def test_prepared_call_format_has_each_kernel_parameters_c_type():
+    """pycuda's prepared_async_call packs the arguments with pycuda._pvt_struct in native mode (CPython's struct
+    rules: each value aligned to its size, as the C ABI lays out a kernel's parameters), so the buffer matches the
+    kernel's parameters exactly when each letter is its parameter's type; a wrong letter shifts all that follow."""
+    from edge.gpu.kernels import ARGUMENT_FORMAT, SOURCE
+
+    letters = {"int": "i", "long long": "q", "float": "f"}
+    signature = SOURCE.split("preprocess_frames(")[1].split(")")[0]
+    expected = ""
+    for parameter in signature.split(","):
+        *type_words, _ = parameter.replace("__restrict__", "").split()
+        expected += "P" if "*" in parameter else letters[" ".join(type_words)]
+    assert expected == ARGUMENT_FORMAT
