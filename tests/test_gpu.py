@@ -191,7 +191,7 @@ def test_edge_run_on_a_gpu_backend_takes_the_gpu_path_and_agrees_with_onnxruntim
     frames = list(np.random.default_rng().integers(0, 256, (4, 48, 64, 3), dtype=np.uint8))
     cpu = Model.load(folder)
     with contextlib.ExitStack() as scope:
-        executor = make_executor(Model.load(folder, backend="torch"), "torch", scope)
+        executor = make_executor(Model.load(folder, backend="torch"), "torch", 1, scope)
         assert isinstance(executor, GpuExecutor)
         for frame in frames:
             got = executor.compute(executor.preprocess([frame]))[:1]

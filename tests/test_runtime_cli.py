@@ -104,6 +104,17 @@ def test_bad_input_is_one_line_and_exit_1(tiny):
     assert done.returncode == 1 and "no model" in done.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "-1"], "edge: error: workers must be 0 (the backend's choice) or more, not -1"),
+    (["--backend", "tensorrt", "--workers", "2"],
+     "edge: error: workers 2: the tensorrt backend runs one batch at a time (workers 0 or 1)"),
+])
+def test_bad_workers_are_one_line_and_exit_1(tiny, flags, message):
+    done = subprocess.run(EDGE + ["run", tiny, "--input", "test://", *flags], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", message + "\n")
+
+
 def test_a_stream_killed_and_restarted_five_times_is_reconnected_five_times(tiny):
     """A network camera over loopback (MJPEG over HTTP, read by OpenCV's FFmpeg backend) that dies 5 times."""
     stream_port, http_port = free_port(), free_port()

@@ -213,9 +213,81 @@ def test_edge_run_takes_the_cpu_path_on_onnxruntime_and_on_a_host_only_backend(t
 
     model = Model.load(tiny_model_folder(tmp_path))
     with contextlib.ExitStack() as scope:
-        executor = make_executor(model, "onnxruntime", scope)
+        executor = make_executor(model, "onnxruntime", parallel_runs("onnxruntime"), scope)
         assert type(executor) is CpuExecutor and executor.workers == parallel_runs("onnxruntime")
         # A backend that cannot run from device memory keeps the CPU path, one run at a time, and no CUDA context.
-        executor = make_executor(model, "tensorrt", scope)
+        executor = make_executor(model, "tensorrt", 1, scope)
         assert type(executor) is CpuExecutor and executor.workers == 1
     assert "pycuda" not in sys.modules
+
+
+# --- workers: how many inferences run at once --------------------------------------------------------------
+
+def started_loop(monkeypatch, config, flags: dict):
+    """The loop `edge run` would start with this configuration and these flags, stopped before its first frame."""
+    from edge.runtime.loop import Loop
+    from edge.runtime.service import Runner
+
+    started = []
+    monkeypatch.setattr(Loop, "run", lambda loop: started.append(loop) or "end")
+    Runner(config, flags).run_once(resolve_options(config, flags))
+    return started[0]
+
+
+def intra_op_threads(loop) -> int:
+    """ONNX Runtime's threads per run for the loop's model (0: ONNX Runtime's pool, one per core)."""
+    return loop.executor.model.backend.session.get_session_options().intra_op_num_threads
+
+
+@pytest.mark.parametrize("in_file, flag, workers, threads", [
+    (None, 1, 1, 0),  # one run on every core
+    (3, None, 3, 1),  # three single-threaded runs
+    (3, 1, 1, 0),  # the flag wins over the file
+])
+def test_workers_reach_the_model_and_the_loop_from_the_flag_or_the_file(tiny, tmp_path, monkeypatch, in_file,
+                                                                           flag, workers, threads):
+    config = tmp_path / "edge.toml"
+    config.write_text(f'model = "{tiny}"\ninput = "test://"\noutput = "/dev/null"\n'
+                      + (f"workers = {in_file}\n" if in_file is not None else ""))
+    loop = started_loop(monkeypatch, config, {"workers": flag})
+    assert loop.workers == workers and loop.executor.workers == workers
+    assert intra_op_threads(loop) == threads
+
+
+def test_workers_0_is_one_single_threaded_run_per_core_on_onnxruntime(tiny, monkeypatch):
+    from edge.backends import parallel_runs
+
+    loop = started_loop(monkeypatch, None, {"model": tiny, "input": "test://", "output": ["/dev/null"]})
+    assert loop.workers == parallel_runs("onnxruntime")
+    assert intra_op_threads(loop) == (1 if loop.workers > 1 else 0)
+
+
+def test_a_reload_that_changes_workers_reloads_the_model_for_them(tiny):
+    from edge.runtime.service import Runner
+
+    runner = Runner(None, {})
+    one_run = runner.load_model(resolve_options(None, {"model": tiny, "input": "test://", "workers": 1}))
+    assert runner.load_model(resolve_options(None, {"model": tiny, "input": "test://", "workers": 1})) is one_run
+    two_runs = runner.load_model(resolve_options(None, {"model": tiny, "input": "test://", "workers": 2}))
+    assert two_runs is not one_run and two_runs.backend.session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "torch"])
+def test_a_gpu_backend_takes_workers_0_or_1_and_refuses_more(backend):
+    options = {"model": "m", "input": "test://", "backend": backend}
+    assert resolve_options(None, {**options, "workers": 0})["workers"] == 1
+    assert resolve_options(None, {**options, "workers": 1})["workers"] == 1
+    with pytest.raises(EdgeError, match=f"workers 2: the {backend} backend runs one batch at a time"):
+        resolve_options(None, {**options, "workers": 2})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("workers = -1\n", "workers must be 0 .* or more, not -1"),
+    ("workers = 1.5\n", "workers must be int"),
+    ('workers = "2"\n', "workers must be int"),
+])
+def test_bad_workers_in_the_file_are_a_one_line_error(tmp_path, text, message):
+    config = tmp_path / "edge.toml"
+    config.write_text('model = "m"\ninput = "test://"\n' + text)
+    with pytest.raises(EdgeError, match=message):
+        resolve_options(config, {})

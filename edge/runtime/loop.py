@@ -6,9 +6,10 @@
                                 -> results.make(...)           (stage "postprocess": top-k, groups, smoothing)
                                 -> sink.write(line)            (stage "sink", with the annotated video if any)
 
-An executor with `workers` > 1 (CpuExecutor on ONNX Runtime, one per core) has the preprocess and compute steps
-of several batches run at once on a pool of that many threads; the calling thread hands batches out in capture
-order and writes their results in that same order, so the output is the same as with one worker.
+An executor with `workers` > 1 (CpuExecutor on ONNX Runtime: `edge run --workers`, by default one per core) has
+the preprocess and compute steps of several batches run at once on a pool of that many threads; the calling
+thread hands batches out in capture order and writes their results in that same order, so the output is the same
+as with one worker.
 
 Live sources keep only the newest frames (latest wins; the queue counts what it dropped); files and folders
 block the capture thread instead, so they never drop. A live source that fails is reopened with backoff and

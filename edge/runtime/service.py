@@ -76,6 +76,9 @@ RUN_OPTIONS = (
            "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)"),
     Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS)),
     Option("precision", str, "fp32", "fp32, fp16 or int8 (the model folder must have that variant)"),
+    Option("workers", int, 0, "inferences run at once (0: one single-threaded run per core on onnxruntime, the "
+           "most frames per second, and one on a GPU; 1: one run using every core, the lowest latency per frame; "
+           "N: N single-threaded runs, onnxruntime only)"),
     Option("groups", str, "", "a TOML file of label groups ([groups] name = [class ids, \"a-b\" ranges, labels]); "
            "empty: none"),
     Option("min_probability", float, 0.0, "leave out labels and groups below this probability"),
@@ -118,7 +121,8 @@ def read_config(path: str | Path) -> dict:
 
 
 def resolve_options(config: str | Path | None, flags: dict) -> dict:
-    """Defaults, then the config file, then the flags given on the command line (None: not given)."""
+    """Defaults, then the config file, then the flags given on the command line (None: not given); `workers` 0
+    is replaced by the number it stands for (inference_workers)."""
     options = {option.key: option.default for option in RUN_OPTIONS}
     if config:
         options.update(read_config(config))
@@ -126,7 +130,21 @@ def resolve_options(config: str | Path | None, flags: dict) -> dict:
     for key in ("model", "input"):
         if not options[key]:
             raise EdgeError(f"no {key}: give it {'as MODEL' if key == 'model' else 'with --input'} or in --config")
+    if options["batch"] < 0:  # the loop would wait for ever for a batch that never fills
+        raise EdgeError(f"batch must be 0 (the model's fixed batch, else 1) or more, not {options['batch']}")
+    options["workers"] = inference_workers(options["backend"], options["workers"])
     return options
+
+
+def inference_workers(backend: str, workers: int) -> int:
+    """How many inferences `edge run` runs at once: `workers`, or for 0 the backend's choice for throughput
+    (parallel_runs). The model is loaded for that many runs and the executor given that many workers, both from
+    this one number, so that ONNX Runtime's threads per run always match the runs made."""
+    if workers < 0:
+        raise EdgeError(f"workers must be 0 (the backend's choice) or more, not {workers}")
+    if workers > 1 and backend != "onnxruntime":
+        raise EdgeError(f"workers {workers}: the {backend} backend runs one batch at a time (workers 0 or 1)")
+    return workers or parallel_runs(backend)
 
 
 def render_config() -> str:
@@ -249,10 +267,11 @@ class Runner:
     def load_model(self, options: dict):
         from ..model import Model
 
-        key = (options["model"], options["repo"], options["backend"], options["precision"])
+        key = (options["model"], options["repo"], options["backend"], options["precision"], options["workers"])
         if key != self.model_key:  # a reload that keeps the model keeps it loaded (an engine can take a while)
             self.model = None
-            self.model = Model.load(*key, runs=parallel_runs(options["backend"]))
+            model, repo, backend, precision, workers = key
+            self.model = Model.load(model, repo, backend, precision, runs=workers)
             self.model_key = key
         return self.model
 
@@ -277,14 +296,14 @@ class Runner:
         watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), shown,
                             self.started)
         with contextlib.ExitStack() as gpu_scope:  # the CUDA context, while the GPU path runs
-            executor = make_executor(model, options["backend"], gpu_scope, batch)
+            executor = make_executor(model, options["backend"], options["workers"], gpu_scope, batch)
             loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
             metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
                                            "precision": options["precision"], "input": shown})
             loop.timings.append(metrics)
             server = serve(address, metrics) if address else None
-            log.info("%s (%s, %s) on %s, batch %d", card.name, options["backend"], options["precision"],
-                     shown, batch)
+            log.info("%s (%s, %s) on %s, batch %d, workers %d", card.name, options["backend"],
+                     options["precision"], shown, batch, options["workers"])
             self.loop = loop
             try:
                 if self.stopping or self.reloading:  # the signal came while the model was loading
@@ -307,15 +326,15 @@ class Runner:
         return reason
 
 
-def make_executor(model, backend: str, gpu_scope: contextlib.ExitStack, batch: int = 1):
+def make_executor(model, backend: str, workers: int, gpu_scope: contextlib.ExitStack, batch: int = 1):
     """The GPU data path (upload, the fused kernel, the engine on device memory) when the backend runs from device
     memory, with the CUDA context held current in `gpu_scope` on this thread, the loop's calling thread; otherwise
-    the CPU path, one run per core on ONNX Runtime. The host memory mode is the device's: mapped on an
-    integrated GPU (zero-copy), pinned on a discrete one."""
+    the CPU path, with `workers` runs at once on ONNX Runtime (inference_workers). The host memory mode is the
+    device's: mapped on an integrated GPU (zero-copy), pinned on a discrete one."""
     from .loop import CpuExecutor
 
     if backend == "onnxruntime":
-        return CpuExecutor(model, parallel_runs(backend))
+        return CpuExecutor(model, workers)
     from ..gpu.buffers import GpuContext, default_memory_mode
     from ..gpu.pipeline import GpuExecutor, device_engine
 
