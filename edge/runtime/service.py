@@ -419,6 +419,10 @@ WorkingDirectory=/var/lib/edge
 StateDirectory=edge
 ConfigurationDirectory=edge
 Environment=EDGE_REPO=/var/lib/edge/engines
+# ProtectSystem=strict leaves /tmp read-only; nvcc and pycuda write their scratch files to $TMPDIR when the
+# GPU path compiles its preprocessing kernel (once per device and CUDA version; then from pycuda's cache).
+RuntimeDirectory=edge
+Environment=TMPDIR=/run/edge
 UMask=0027
 # Hardening that leaves the GPU (/dev/nvhost-*, /dev/nvmap, /dev/nvidia*, /dev/dri) and cameras
 # (/dev/video*) reachable: no PrivateDevices= or DevicePolicy=; no PrivateTmp= either, because
