@@ -55,14 +55,16 @@ def _model_folder_flags(parser: argparse.ArgumentParser) -> None:
 def _precision_flag(parser: argparse.ArgumentParser) -> None:
     from .model import PRECISION_FILES
 
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_FILES))
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_FILES),
+                        help="fp32 (default), fp16 or int8: the variants `edge fp16` and `edge calibrate` make")
 
 
 def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     from .backends import BACKENDS
 
     _model_folder_flags(parser)
-    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
+                        help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`) or torch (CUDA)")
     if precision:
         _precision_flag(parser)
 
@@ -110,10 +112,10 @@ def cmd_import(args) -> int:
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--top", type=_positive, default=5)
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files OpenCV can decode")
+    p.add_argument("--top", type=_positive, default=5, help="labels per image (default: 5)")
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
 
 
 def cmd_classify(args) -> int:
@@ -148,7 +150,7 @@ def add_eval(sub) -> None:
     p.add_argument("--limit", type=_positive, help="only the first N images")
     p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
                    "(1 is fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the scores as one JSON object instead of the table")
 
 
 def cmd_eval(args) -> int:
@@ -203,7 +205,8 @@ def add_calibrate(sub) -> None:
     _model_folder_flags(p)
     p.add_argument("--images", required=True, type=Path, help="a folder of images, or a `file [class_id]` list")
     p.add_argument("--count", type=int, default=100, help="images to calibrate on, evenly spaced in path order")
-    p.add_argument("--method", default=METHODS[0], choices=METHODS)
+    p.add_argument("--method", default=METHODS[0], choices=METHODS,
+                   help=f"how activation ranges are chosen (default: {METHODS[0]}; docs/precision.md)")
     p.add_argument("--tensorrt", default=DEFAULT_TENSORRT, metavar="VERSION",
                    help="the TensorRT the calibration.cache is stamped for (JetPack 5: 8.5.2; JetPack 6: 10.3.0)")
 
@@ -243,7 +246,7 @@ def cmd_build(args) -> int:
 
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="versions, and whether CUDA, pycuda, TensorRT and jetson-stats are usable")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
 
 
 def cmd_info(args) -> int:
@@ -287,7 +290,9 @@ def cmd_run(args) -> int:
 
 def add_service(sub) -> None:
     p = sub.add_parser("service", help="install, uninstall or inspect the systemd service edge.service")
-    p.add_argument("action", choices=("install", "uninstall", "status"))
+    p.add_argument("action", choices=("install", "uninstall", "status"),
+                   help="install: the user, /etc/edge/edge.toml (if absent), the unit, enabled; uninstall: disable "
+                   "and remove the unit; status: systemctl status")
     p.add_argument("--dry-run", action="store_true", help="print the unit and what would be done; change nothing")
 
 
@@ -309,13 +314,15 @@ def add_profile(sub) -> None:
     p.add_argument("--frames", type=int, default=200, help="measured frames per run (default: 200)")
     p.add_argument("--warmup", type=int, default=20, help="frames run first and left out (default: 20)")
     p.add_argument("--memory", help="pageable,pinned,mapped: host memory modes to compare (default: the device's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the profile as one JSON object (schema edge.profile/1)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the stage times (needs matplotlib)")
 
 
 def cmd_profile(args) -> int:
     from .profiler import format_report, plot, profile
 
+    if args.plot and not args.plot.parent.is_dir():  # found out now, not after the whole run
+        raise EdgeError(f"{args.plot}: no folder {args.plot.parent} to write the plot into")
     result = profile(args.model, args.repo, args.input, args.frames, args.warmup, args.memory, args.backend,
                      args.precision)
     if args.plot:

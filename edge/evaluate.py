@@ -104,6 +104,11 @@ def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size
     is above 1 (ONNX Runtime does). Batches are scored in list order, a few ahead of the one being counted.
     """
     reference_model = next(iter(models.values()))
+    classes = reference_model.card.classes
+    for path, class_id in items:  # an id the model cannot output would only ever score as a miss
+        if class_id >= classes:
+            raise EdgeError(f"{path}: class id {class_id}, but {reference_model.card.name} has {classes} classes "
+                            f"(0 to {classes - 1})")
     spec = reference_model.preprocess
     fixed = reference_model.card.batch
     batch_size = fixed or batch_size

@@ -54,6 +54,8 @@ class Preprocess:
             raise EdgeError(f"mean has {len(self.mean)} values; the model has {self.channels} channels")
         if self.std is not None and len(self.std) != self.channels:
             raise EdgeError(f"std has {len(self.std)} values; the model has {self.channels} channels")
+        if self.std is not None and 0 in self.std:  # dividing by it would feed the model inf and NaN
+            raise EdgeError(f"std {','.join(f'{s:g}' for s in self.std)}: a divisor of 0")
         if self.mean_image is not None and self.mean_image.shape[0] != self.channels:
             raise EdgeError(f"mean image has {self.mean_image.shape[0]} channels; the model has {self.channels}")
         smallest = max(self.size) if self.resize == "stretch" else min(self.size)

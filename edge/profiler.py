@@ -247,7 +247,10 @@ def plot(profile: Profile, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    try:
+        atomic_write_bytes(Path(path), buffer.getvalue())
+    except OSError as e:
+        raise EdgeError(f"{path}: cannot write the plot: {e.strerror or e}") from None
 
 
 # --- running the loop ---------------------------------------------------------------------------------------------
@@ -405,16 +408,22 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     """Profile a model on this machine: the GPU path per memory mode when CUDA and a GPU backend are there,
     else the host path (and the note says why)."""
     from . import telemetry as jetson_telemetry
+    from .backends import parallel_runs
     from .gpu import cuda_available, parse_memory_modes
     from .model import Model
     from .runtime.loop import CpuExecutor
     from .runtime.sources import open_source
 
-    if frames < 1 or warmup < 1:
-        raise EdgeError(f"--frames must be at least 1 (got {frames}) and the warm-up at least 1 (got {warmup})")
+    if frames < 1:
+        raise EdgeError(f"--frames must be at least 1, not {frames}")
+    if warmup < 1:
+        raise EdgeError(f"--warmup must be at least 1, not {warmup}")
     if memory:
         parse_memory_modes(memory, integrated=False, can_map_host_memory=True)  # names checked on every machine
-    model = Model.load(model_ref, repo, backend, precision)
+    # As `edge run` loads and runs it by default: on ONNX Runtime one single-threaded run per core, so that the
+    # overlapped run measures the throughput edge run gets (a single pool-threaded run measures far less).
+    workers = parallel_runs(backend)
+    model = Model.load(model_ref, repo, backend, precision, runs=workers)
     is_test = input_uri.split("://")[0].lower() == "test"
 
     def make_source():
@@ -443,8 +452,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
         sampler.start()
     try:
         if path == "host":
-            run, frame_size = profile_run("host", make_source, lambda recorder: CpuExecutor(model), model, warmup,
-                                          frames, HOST_STAGES)
+            run, frame_size = profile_run("host", make_source, lambda recorder: CpuExecutor(model, workers), model,
+                                          warmup, frames, HOST_STAGES)
             runs, device = [run], None
         else:
             runs, device, frame_size = _profile_gpu(model, memory, make_source, warmup, frames)

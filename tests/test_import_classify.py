@@ -131,6 +131,15 @@ def test_eval_counts_top1_and_top5(tiny, repo, images, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == 2
 
 
+def test_eval_refuses_a_class_id_the_model_does_not_have(tiny, repo, images, tmp_path, capsys):
+    edge("import", tiny, "--repo", repo)
+    listing = tmp_path / "val.txt"
+    listing.write_text(f"{images[0].name} 0\n{images[1].name} 4\n")  # tiny has classes 0 to 3
+    capsys.readouterr()
+    assert_refused(capsys, edge("eval", "tiny", "--repo", repo, "--list", listing), images[1].name, "class id 4",
+                   "4 classes")
+
+
 def test_eval_pads_a_fixed_batch_and_scores_only_real_images(tmp_path, repo, images, capsys):
     tiny_classifier(tmp_path / "fixed.onnx", batch=2)
     edge("import", tmp_path / "fixed.onnx", "--repo", repo)
@@ -208,6 +217,19 @@ def test_unknown_model_and_bad_list(tmp_path, repo, capsys):
         from edge.evaluate import read_label_list
 
         read_label_list(listing)
+
+
+def test_every_argument_of_every_verb_says_what_it_is():
+    import argparse
+
+    from edge.cli import VERBS
+
+    verbs = argparse.ArgumentParser().add_subparsers()
+    for add, _ in VERBS.values():
+        add(verbs)
+    silent = [f"{verb} {action.dest}" for verb, parser in verbs.choices.items() for action in parser._actions
+              if action.dest != "help" and not action.help]
+    assert silent == []
 
 
 def test_info_reports_every_component(capsys):

@@ -105,7 +105,7 @@ def test_oversample_takes_corners_centre_and_their_mirrors():
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"resize": "fit"}, {"color": "yuv"}, {"layout": "chw"}, {"mean": (1, 2)}, {"std": (1,)},
+    {"resize": "fit"}, {"color": "yuv"}, {"layout": "chw"}, {"mean": (1, 2)}, {"std": (1,)}, {"std": (0, 1, 1)},
     {"resize_size": 100}, {"resize_size": 200, "resize": "shorter"},
 ])
 def test_bad_specs_are_refused(kwargs):

@@ -154,6 +154,8 @@ def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "profile.png"
     plot(gpu_profile(True, [gpu_run("pinned", 0.3, 0.1, 170.0), gpu_run("mapped", 0.0, 0.0, 160.0)]), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(EdgeError, match="profile.png/x.png: cannot write the plot"):
+        plot(gpu_profile(True, [gpu_run("pinned", 0.3, 0.1, 170.0)]), path / "x.png")  # a file, not a folder
 
 
 # --- telemetry ------------------------------------------------------------------------------------------------
@@ -204,6 +206,22 @@ def test_host_profile_end_to_end_stage_times_add_up_to_the_wall_time(model_folde
     check_profile_json(json.loads(json.dumps(result.to_dict())))
 
 
+def test_the_host_path_loads_and_runs_the_model_as_edge_run_does(model_folder, monkeypatch):
+    from edge.runtime import loop
+
+    made = []
+
+    class Recorded(loop.CpuExecutor):
+        def __init__(self, model, workers=1):
+            super().__init__(model, workers)
+            made.append((workers, model.backend.session.get_session_options().intra_op_num_threads))
+
+    monkeypatch.setattr(loop, "CpuExecutor", Recorded)
+    monkeypatch.setattr("edge.backends.parallel_runs", lambda backend: 3)  # as if on 3 cores
+    profile(str(model_folder), frames=4, warmup=1, telemetry=False)
+    assert made == [(3, 1), (3, 1)]  # serial and overlapped: 3 single-threaded runs, as edge run makes
+
+
 def test_profile_of_an_image_folder_reports_its_frame_size(model_folder, tmp_path):
     import cv2
 
@@ -236,8 +254,14 @@ def test_cli_profile_report_and_bad_arguments(model_folder, capsys):
     assert "recommendation: " in out
     assert main(["profile", str(model_folder), "--frames", "0"]) == 1
     assert "--frames must be at least 1" in capsys.readouterr().err
+    assert main(["profile", str(model_folder), "--warmup", "0"]) == 1
+    assert capsys.readouterr().err == "edge: error: --warmup must be at least 1, not 0\n"
     assert main(["profile", str(model_folder), "--memory", "pinned,zero-copy"]) == 1
     assert "memory mode must be one of pageable, pinned, mapped, not 'zero-copy'" in capsys.readouterr().err
+    plot_path = model_folder / "no-such-folder" / "stages.png"
+    assert main(["profile", str(model_folder), "--plot", str(plot_path)]) == 1
+    assert capsys.readouterr().err == (f"edge: error: {plot_path}: no folder {plot_path.parent} to write the plot "
+                                       "into\n")
 
 
 def test_gated_source_reads_one_frame_per_turn():

@@ -117,6 +117,13 @@ def test_bad_input_uris_are_one_line_errors(uri, message):
         open_source(uri)
 
 
+def test_a_file_that_is_not_a_video_says_so(tmp_path):
+    listing = tmp_path / "val.txt"
+    listing.write_text("a.jpg 0\n")
+    with pytest.raises(SourceError, match="val.txt: not a video OpenCV can open"):
+        open_source(str(listing)).open()
+
+
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(EdgeError, match="no image files"):
         open_source(str(tmp_path))
@@ -194,6 +201,12 @@ def test_groups_sum_their_classes_and_respect_the_minimum(model, tmp_path):
     result = results.make(_frame(0), _probabilities((0, 0.05), (1, 0.05), (7, 0.5), (8, 0.2), (9, 0.2)))
     assert result["groups"] == [{"name": "high", "probability": pytest.approx(0.7)}]  # low is 0.1 < 0.15
     assert [t["class_id"] for t in result["top"]] == [7, 8, 9]
+
+
+@pytest.mark.parametrize("minimum", [-0.1, 1.5])
+def test_a_minimum_probability_outside_0_to_1_is_refused(model, minimum):
+    with pytest.raises(EdgeError, match=f"min_probability must be between 0 and 1, not {minimum}"):
+        Results(model, min_probability=minimum)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -471,3 +484,5 @@ def test_annotated_video_gets_every_frame_with_its_label_drawn(model, tmp_path):
     assert all(np.abs(d[60:].astype(int) - o[60:]).mean() < 8 for d, o in zip(drawn, originals))
     with pytest.raises(EdgeError, match=".avi or .mp4"):
         AnnotatedVideo(tmp_path / "annotated.gif", fps=25)
+    with pytest.raises(EdgeError, match="no folder .*missing to write the video into"):
+        AnnotatedVideo(tmp_path / "missing" / "annotated.avi", fps=25)  # refused before any frame is classified

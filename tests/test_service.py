@@ -203,6 +203,20 @@ def test_install_needs_root_or_dry_run(monkeypatch):
         service.install(dry_run=False)
 
 
+def test_dry_run_lists_the_steps_in_the_order_install_takes_them(capsys):
+    from edge.runtime import service
+
+    assert service.install(dry_run=True) == 0
+    steps = capsys.readouterr().err.splitlines()
+    assert steps[-3].startswith("would write: /etc/systemd/system/edge.service")
+    assert steps[-2:] == ["would run: systemctl daemon-reload", "would run: systemctl enable edge.service"]
+
+
+def test_a_negative_batch_is_refused_rather_than_waited_for():
+    with pytest.raises(EdgeError, match=r"batch must be 0 \(the model's fixed batch, else 1\) or more, not -1"):
+        resolve_options(None, {"model": "m", "input": "test://", "batch": -1})
+
+
 def test_edge_run_takes_the_cpu_path_on_onnxruntime_and_on_a_host_only_backend(tmp_path):
     import contextlib
 

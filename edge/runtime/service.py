@@ -508,9 +508,10 @@ def install(dry_run: bool) -> int:
     write_config = not CONFIG_PATH.exists()
     if dry_run:
         print(unit, end="")
-        for command in _plan():
-            print(f"would run: {' '.join(command)}", file=sys.stderr)
-        print(f"would write: {UNIT_PATH}" + (f", {CONFIG_PATH} (example)" if write_config else ""), file=sys.stderr)
+        steps = [f"would run: {' '.join(command)}" for command in _plan()]
+        # in the order install takes them: the files are written before systemd reloads and enables the unit
+        steps.insert(-2, f"would write: {UNIT_PATH}" + (f", {CONFIG_PATH} (example)" if write_config else ""))
+        print("\n".join(steps), file=sys.stderr)
         return 0
     _systemd_ready()
     for command in _plan()[:-2]:  # the user first: the unit names it

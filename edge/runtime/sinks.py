@@ -87,6 +87,8 @@ class Results:
             raise EdgeError(f"smoothing must be at least 1 frame, not {smoothing}")
         if top < 0:
             raise EdgeError(f"top must be 0 or more, not {top}")
+        if not 0.0 <= min_probability <= 1.0:  # above 1 every label and group would be left out
+            raise EdgeError(f"min_probability must be between 0 and 1, not {min_probability}")
         self.model, self.top, self.groups = model, top, groups or {}
         self.min_probability = min_probability
         self.window = np.zeros((smoothing, model.card.classes), dtype=np.float32)
@@ -183,6 +185,8 @@ class AnnotatedVideo:
         self.path, self.fps = Path(path), fps
         if self.path.suffix.lower() not in self.FOURCC:
             raise EdgeError(f"{self.path}: an annotated video must be .avi or .mp4")
+        if not self.path.parent.is_dir():  # OpenCV would only refuse at the first frame, after its result is out
+            raise EdgeError(f"{self.path}: no folder {self.path.parent} to write the video into")
         self.writer = None
         self.size: tuple[int, int] | None = None
 

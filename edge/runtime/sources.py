@@ -19,6 +19,7 @@ backoff; a file that fails to open is an EdgeError before the loop starts.
 from __future__ import annotations
 
 import glob
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 # A network stream that delivers nothing for this long is treated as failed and reopened.
 STREAM_TIMEOUT_MS = 5000
+
+log = logging.getLogger("edge")
 
 
 class SourceError(Exception):
@@ -116,7 +119,7 @@ class Capture(Source):
         capture = cv2.VideoCapture(self.target, self.api, self.params)
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"{self.uri}: cannot open")
+            raise SourceError(f"{self.uri}: cannot open" if self.live else f"{self.uri}: not a video OpenCV can open")
         if self.api == cv2.CAP_V4L2:
             for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
                                 (cv2.CAP_PROP_FPS, self.fps)):
@@ -140,12 +143,13 @@ class Capture(Source):
 
 
 class ImageFiles(Source):
-    """A folder's images or a glob's matches, in sorted order. An undecodable file is skipped and counted."""
+    """A folder's images or a glob's matches, in sorted order. An undecodable file is skipped, counted and logged."""
 
     def __init__(self, uri: str, paths: list[Path]):
         self.uri, self.paths = uri, paths
         self.position = 0
         self.decode_errors = 0  # read by the loop after each frame
+        self.skipped: set[Path] = set()  # named in the log once, however often --loop reads them again
 
     def open(self) -> None:
         self.position = 0
@@ -163,6 +167,9 @@ class ImageFiles(Source):
             if image is not None:
                 return Frame(image, time.time(), file=str(path))
             self.decode_errors += 1
+            if path not in self.skipped:
+                self.skipped.add(path)
+                log.warning("%s: cannot be read or decoded as an image; skipped", path)
         return None
 
 
