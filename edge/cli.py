@@ -314,6 +314,8 @@ def add_profile(sub) -> None:
     p.add_argument("--frames", type=int, default=200, help="measured frames per run (default: 200)")
     p.add_argument("--warmup", type=int, default=20, help="frames run first and left out (default: 20)")
     p.add_argument("--memory", help="pageable,pinned,mapped: host memory modes to compare (default: the device's)")
+    p.add_argument("--workers", type=int, default=0, help="inferences at once, as `edge run --workers` (default 0: "
+                   "one single-threaded run per core on onnxruntime; 1: one run on every core)")
     p.add_argument("--json", action="store_true", help="the profile as one JSON object (schema edge.profile/1)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the stage times (needs matplotlib)")
 
@@ -324,7 +326,7 @@ def cmd_profile(args) -> int:
     if args.plot and not args.plot.parent.is_dir():  # found out now, not after the whole run
         raise EdgeError(f"{args.plot}: no folder {args.plot.parent} to write the plot into")
     result = profile(args.model, args.repo, args.input, args.frames, args.warmup, args.memory, args.backend,
-                     args.precision)
+                     args.precision, workers=args.workers)
     if args.plot:
         plot(result, args.plot)
     print(json.dumps(result.to_dict()) if args.json else format_report(result))

@@ -21,7 +21,7 @@ compute, postprocess, sink, and the report says so.
 
 JSON (`--json`), schema "edge.profile/1":
     {"schema": "edge.profile/1", "model": str, "input": str, "frame": [height, width], "backend": str,
-     "frames": int, "warmup": int, "path": "host" | "gpu", "note": str, "device": {...} | null,
+     "workers": int, "frames": int, "warmup": int, "path": "host" | "gpu", "note": str, "device": {...} | null,
      "runs": [{"memory": "host" | "pageable" | "pinned" | "mapped",
                "stages": {stage: {"mean_ms", "p50_ms", "p90_ms", "p99_ms", "n"}},
                "stage_sum_ms": float, "span_ms": float, "wall_ms": float,
@@ -126,6 +126,7 @@ class Profile:
     input: str
     frame: tuple[int, int]
     backend: str
+    workers: int
     frames: int
     warmup: int
     path: str  # "host" or "gpu"
@@ -138,7 +139,7 @@ class Profile:
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "model": self.model, "input": self.input, "frame": list(self.frame),
-                "backend": self.backend, "frames": self.frames, "warmup": self.warmup, "path": self.path,
+                "backend": self.backend, "workers": self.workers, "frames": self.frames, "warmup": self.warmup, "path": self.path,
                 "note": self.note, "device": self.device, "runs": [run.to_dict() for run in self.runs],
                 "recommendation": self.recommendation, "telemetry": self.telemetry,
                 "telemetry_note": self.telemetry_note}
@@ -190,7 +191,7 @@ def recommend(profile: Profile) -> str:
 def format_report(profile: Profile) -> str:
     height, width = profile.frame
     out = [f"edge profile: {profile.model} on {profile.input} ({width}x{height}), {profile.frames} frames after "
-           f"{profile.warmup} warm-up, backend {profile.backend}",
+           f"{profile.warmup} warm-up, backend {profile.backend}, workers {profile.workers}",
            f"path: {profile.path}: {profile.note}"]
     if profile.device:
         d = profile.device
@@ -404,11 +405,12 @@ def profile_run(memory: str, make_source, make_executor, model, warmup: int, fra
 
 def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://", frames: int = 200,
             warmup: int = 20, memory: str | None = None, backend: str = "onnxruntime",
-            precision: str = "fp32", telemetry: bool = True) -> Profile:
+            precision: str = "fp32", telemetry: bool = True, workers: int = 0) -> Profile:
     """Profile a model on this machine: the GPU path per memory mode when CUDA and a GPU backend are there,
-    else the host path (and the note says why)."""
+    else the host path (and the note says why). `workers` as `edge run --workers` (0: one run per core on ONNX
+    Runtime, for throughput; 1: one run on every core, for latency)."""
     from . import telemetry as jetson_telemetry
-    from .backends import parallel_runs
+    from .backends import inference_workers
     from .gpu import cuda_available, parse_memory_modes
     from .model import Model
     from .runtime.loop import CpuExecutor
@@ -420,9 +422,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
         raise EdgeError(f"--warmup must be at least 1, not {warmup}")
     if memory:
         parse_memory_modes(memory, integrated=False, can_map_host_memory=True)  # names checked on every machine
-    # As `edge run` loads and runs it by default: on ONNX Runtime one single-threaded run per core, so that the
-    # overlapped run measures the throughput edge run gets (a single pool-threaded run measures far less).
-    workers = parallel_runs(backend)
+    # As `edge run` loads and runs it, so that the overlapped run measures what edge run gets.
+    workers = inference_workers(backend, workers)
     model = Model.load(model_ref, repo, backend, precision, runs=workers)
     is_test = input_uri.split("://")[0].lower() == "test"
 
@@ -460,7 +461,7 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     finally:
         summary, telemetry_note = sampler.stop() if sampler is not None else (None, "not asked for")
 
-    result = Profile(model.card.name, input_uri, frame_size, backend, frames, warmup, path, note, runs, device,
+    result = Profile(model.card.name, input_uri, frame_size, backend, workers, frames, warmup, path, note, runs, device,
                      summary, telemetry_note)
     result.recommendation = recommend(result)
     return result

@@ -23,7 +23,7 @@ def stats(mean: float, n: int = 10) -> StageStats:
 def gpu_profile(integrated: bool, runs: list[RunProfile]) -> Profile:
     device = {"name": "test device", "compute_capability": "8.7", "integrated": integrated,
               "can_map_host_memory": True, "total_memory_mib": 8192}
-    result = Profile("m", "test://", (1080, 1920), "tensorrt", 10, 2, "gpu", "CUDA", runs, device)
+    result = Profile("m", "test://", (1080, 1920), "tensorrt", 1, 10, 2, "gpu", "CUDA", runs, device)
     result.recommendation = recommend(result)
     return result
 
@@ -91,7 +91,7 @@ def test_recommendation_flags_transfers_over_five_percent_and_the_dominant_stage
 def test_there_is_advice_for_every_host_stage(stage):
     stages = {name: stats(9.0 if name == stage else 1.0) for name in
               ("capture", "queue", "preprocess", "compute", "postprocess", "sink")}
-    result = Profile("m", "test://", (1080, 1920), "onnxruntime", 10, 2, "host", "no CUDA",
+    result = Profile("m", "test://", (1080, 1920), "onnxruntime", 2, 10, 2, "host", "no CUDA",
                      [RunProfile("host", stages, 140.0, 150.0, 10, 80.0)])
     assert f"; {stage} takes 64% of a frame: " in recommend(result)
 
@@ -99,7 +99,7 @@ def test_there_is_advice_for_every_host_stage(stage):
 def test_host_recommendation_points_at_the_largest_stage():
     run = RunProfile("host", {"capture": stats(1.0), "preprocess": stats(9.0), "compute": stats(4.0)}, 140.0, 150.0,
                      10, 80.0)
-    result = Profile("m", "test://", (1080, 1920), "onnxruntime", 10, 2, "host", "no CUDA", [run])
+    result = Profile("m", "test://", (1080, 1920), "onnxruntime", 2, 10, 2, "host", "no CUDA", [run])
     text = recommend(result)
     assert text.startswith("host figures only")
     assert "preprocess takes 64% of a frame" in text and "fused GPU kernel" in text
@@ -123,8 +123,9 @@ def test_report_lists_every_stage_of_every_mode():
 def check_profile_json(doc: dict) -> None:
     """The documented schema, edge.profile/1 (see edge/profiler.py)."""
     assert doc["schema"] == SCHEMA
-    assert set(doc) == {"schema", "model", "input", "frame", "backend", "frames", "warmup", "path", "note", "device",
-                        "runs", "recommendation", "telemetry", "telemetry_note"}
+    assert set(doc) == {"schema", "model", "input", "frame", "backend", "workers", "frames", "warmup", "path", "note",
+                        "device", "runs", "recommendation", "telemetry", "telemetry_note"}
+    assert isinstance(doc["workers"], int) and doc["workers"] >= 1
     assert doc["path"] in ("host", "gpu") and isinstance(doc["recommendation"], str) and doc["recommendation"]
     assert len(doc["frame"]) == 2 and all(isinstance(v, int) for v in doc["frame"])
     assert doc["runs"]
@@ -218,8 +219,12 @@ def test_the_host_path_loads_and_runs_the_model_as_edge_run_does(model_folder, m
 
     monkeypatch.setattr(loop, "CpuExecutor", Recorded)
     monkeypatch.setattr("edge.backends.parallel_runs", lambda backend: 3)  # as if on 3 cores
-    profile(str(model_folder), frames=4, warmup=1, telemetry=False)
+    result = profile(str(model_folder), frames=4, warmup=1, telemetry=False)
     assert made == [(3, 1), (3, 1)]  # serial and overlapped: 3 single-threaded runs, as edge run makes
+    assert result.workers == 3 and "workers 3" in format_report(result)
+    made.clear()
+    profile(str(model_folder), frames=4, warmup=1, telemetry=False, workers=1)
+    assert made == [(1, 0), (1, 0)]  # --workers 1: one run on ONNX Runtime's own thread pool (0: its default)
 
 
 def test_profile_of_an_image_folder_reports_its_frame_size(model_folder, tmp_path):

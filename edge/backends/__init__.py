@@ -41,6 +41,17 @@ def parallel_runs(name: str) -> int:
     return (os.cpu_count() or 1) if name == "onnxruntime" else 1
 
 
+def inference_workers(backend: str, workers: int) -> int:
+    """How many inferences `edge run` and `edge profile` run at once (--workers): `workers`, or for 0 the backend's
+    choice for throughput (parallel_runs). The model is loaded for that many runs and the executor given that many
+    workers, both from this one number, so that ONNX Runtime's threads per run always match the runs made."""
+    if workers < 0:
+        raise EdgeError(f"workers must be 0 (the backend's choice) or more, not {workers}")
+    if workers > 1 and backend != "onnxruntime":
+        raise EdgeError(f"workers {workers}: the {backend} backend runs one batch at a time (workers 0 or 1)")
+    return workers or parallel_runs(backend)
+
+
 def load_backend(name: str, folder: Path, card: "Card", precision: str, runs: int = 1) -> Backend:
     """`runs`: how many inferences the caller will run at once (see parallel_runs)."""
     from ..model import PRECISION_FILES

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ..backends import BACKENDS, parallel_runs
+from ..backends import BACKENDS, inference_workers
 from ..errors import EdgeError
 
 if sys.version_info >= (3, 11):
@@ -136,17 +136,6 @@ def resolve_options(config: str | Path | None, flags: dict) -> dict:
         raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {options['backend']!r}")
     options["workers"] = inference_workers(options["backend"], options["workers"])
     return options
-
-
-def inference_workers(backend: str, workers: int) -> int:
-    """How many inferences `edge run` runs at once: `workers`, or for 0 the backend's choice for throughput
-    (parallel_runs). The model is loaded for that many runs and the executor given that many workers, both from
-    this one number, so that ONNX Runtime's threads per run always match the runs made."""
-    if workers < 0:
-        raise EdgeError(f"workers must be 0 (the backend's choice) or more, not {workers}")
-    if workers > 1 and backend != "onnxruntime":
-        raise EdgeError(f"workers {workers}: the {backend} backend runs one batch at a time (workers 0 or 1)")
-    return workers or parallel_runs(backend)
 
 
 def render_config() -> str:
