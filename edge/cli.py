@@ -96,6 +96,7 @@ def add_import(sub) -> None:
 
 def cmd_import(args) -> int:
     from .importer import PreprocessOptions, import_model
+    from .model import Card
 
     resize, resize_size = args.resize or (None, None)
     options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
@@ -103,6 +104,13 @@ def cmd_import(args) -> int:
                                 scale=args.scale, std=args.std)
     folder = import_model(args.src, name=args.name, repo=args.repo, weights=args.weights, labels=args.labels,
                           options=options, force=args.force)
+    spec = Card.read(folder).preprocess
+    if spec.mean_image is None and not any(spec.mean) and spec.std is None and spec.scale == 1.0:
+        # Legal (some graphs normalise inside), but far more often a forgotten flag: the zoo's Caffe prototxts
+        # often carry their transform_param commented out, and then every label comes out wrong without an error.
+        print(f"edge: warning: {folder}: no mean, scale or std: the model gets raw pixel values 0 to 255 (if it "
+              "expects normalised input, import again with --force and --mean-values / --scale / --std)",
+              file=sys.stderr)
     print(folder)
     return 0
 

@@ -71,6 +71,16 @@ def test_import_writes_the_folder_and_card(tiny, labels, repo, capsys):
     assert Model.load(folder).labels[0] == "tench, Tinca tinca"  # the synset id is dropped
 
 
+def test_import_warns_once_when_the_model_would_get_raw_pixels(tiny, repo, capsys):
+    assert edge("import", tiny, "--repo", repo) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(repo / "tiny")
+    assert captured.err.startswith(f"edge: warning: {repo / 'tiny'}: no mean, scale or std")
+    assert captured.err.count("\n") == 1
+    assert edge("import", tiny, "--repo", repo, "--force", "--scale", "0.0039") == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_softmax_output_and_nhwc_layout_are_found(tmp_path, repo):
     tiny_classifier(tmp_path / "soft.onnx", softmax=True, nhwc=True, batch=1)
     assert edge("import", tmp_path / "soft.onnx", "--repo", repo) == 0
@@ -193,6 +203,7 @@ def test_no_static_channel_count(tiny, tmp_path, repo, capsys):
 
 def test_existing_folder_needs_force(tiny, repo, capsys):
     assert edge("import", tiny, "--repo", repo) == 0
+    capsys.readouterr()
     assert_refused(capsys, edge("import", tiny, "--repo", repo), "already exists")
     assert edge("import", tiny, "--repo", repo, "--force", "--color", "bgr") == 0
     assert Card.read(repo / "tiny").preprocess.color == "bgr"
