@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
-from edge.precision.cache import (format_cache, hex_to_scale, parse_cache, read_cache, scale_to_hex,
+from edge.precision.cache import (cache_header, format_cache, hex_to_scale, parse_cache, read_cache, scale_to_hex,
                                   tensorrt_version_number)
 from edge.precision.calibrate import check_int8_graph
 
@@ -314,6 +314,13 @@ def test_cache_format_matches_tensorrt():
     cache = parse_cache(text)
     assert cache.tensorrt_version == 100300 and cache.algorithm == "EntropyCalibration2"
     assert cache.scales == {"input": np.float32(1 / 127), "conv:0": 0.5}
+
+
+@pytest.mark.parametrize("version", ["8.4.1", "9.0", "11.0.0"])
+def test_cache_is_stamped_only_for_a_tensorrt_that_reads_one(version):
+    with pytest.raises(EdgeError, match=f"TensorRT {version}: only TensorRT 8.5, 8.6 and 10.x read a calibration"):
+        cache_header(version)
+    assert cache_header("8.6.2") == "TRT-8602-EntropyCalibration2"
 
 
 @pytest.mark.parametrize("text", ["", "input: 3c009976\n", "TRT-8502-EntropyCalibration2\ninput 3c009976\n",

@@ -38,7 +38,13 @@ def tensorrt_version_number(version: str) -> int:
 
 
 def cache_header(tensorrt_version: str = DEFAULT_TENSORRT, algorithm: str = ALGORITHM) -> str:
-    return f"TRT-{tensorrt_version_number(tensorrt_version)}-{algorithm}"
+    """The first line, for a TensorRT that reads calibration caches: 8.5, 8.6 or 10.x (`edge build --implicit`);
+    9.x never shipped for Jetsons and 11 has no calibrators."""
+    number = tensorrt_version_number(tensorrt_version)
+    if not (8500 <= number < 8700 or 100000 <= number < 110000):
+        raise EdgeError(f"TensorRT {tensorrt_version}: only TensorRT 8.5, 8.6 and 10.x read a calibration cache "
+                        "(model.int8.onnx, which every TensorRT builds from, needs none: keep the default)")
+    return f"TRT-{number}-{algorithm}"
 
 
 def scale_to_hex(scale: float) -> str:
