@@ -7,11 +7,17 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import EdgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
 
 # mkstemp and mkdtemp make private files; model folders must be readable by the service's own user.
 FILE_MODE = 0o644
@@ -83,3 +89,17 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file's top-level table; a missing, unreadable or malformed file is a one-line EdgeError naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: no such file") from None
+    except OSError as e:
+        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise EdgeError(f"{path}: not a UTF-8 text file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise EdgeError(f"{path}: not valid TOML: {e}") from None

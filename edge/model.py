@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import EdgeError
-from .files import read_text_lines
+from .files import read_text_lines, read_toml
 from .preprocess import Preprocess, oversample, preprocess
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib
 
 CARD = "model.toml"
 LABELS = "labels.txt"
@@ -85,8 +79,8 @@ class Card:
     @classmethod
     def read(cls, folder: Path) -> "Card":
         path = folder / CARD
+        data = read_toml(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
             inp, out, pre = data["input"], data["output"], data["preprocess"]
             shape = tuple(int(d) for d in inp["shape"])
             if len(shape) != 3:
@@ -109,10 +103,6 @@ class Card:
             raise EdgeError(f"{e.filename}: no such file") from None
         except OSError as e:
             raise EdgeError(f"{e.filename or path}: cannot read: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise EdgeError(f"{path}: not a UTF-8 text file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise EdgeError(f"{path}: not valid TOML: {e}") from None
         except EdgeError as e:  # a preprocessing entry Preprocess refuses
             raise EdgeError(f"{path}: {e}") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:

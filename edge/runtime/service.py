@@ -32,11 +32,7 @@ import tomli_w
 
 from ..backends import BACKENDS, inference_workers
 from ..errors import EdgeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib
+from ..files import atomic_write_text, read_toml
 
 log = logging.getLogger("edge")
 
@@ -108,12 +104,7 @@ def _check(option: Option, value, where: str):
 
 def read_config(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise EdgeError(f"{path}: not valid TOML: {e}") from None
+    data = read_toml(path)
     for key in data:
         if key not in OPTIONS_BY_KEY:
             raise EdgeError(f"{path}: unknown key {key!r} (known: {', '.join(OPTIONS_BY_KEY)})")
@@ -490,7 +481,6 @@ def _run(command: list[str]) -> None:
 
 
 def install(dry_run: bool) -> int:
-    from ..files import atomic_write_text
 
     setup_logging()
     unit = render_unit()

@@ -36,11 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import EdgeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib
+from ..files import read_toml
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
@@ -48,12 +44,7 @@ _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 def load_groups(path: str | Path, labels: list[str], classes: int) -> dict[str, np.ndarray]:
     """Group name -> the class ids in it, from a groups TOML file; every entry is checked against the model."""
     path = Path(path)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("groups")
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise EdgeError(f"{path}: not valid TOML: {e}") from None
+    table = read_toml(path).get("groups")
     if not isinstance(table, dict) or not table:
         raise EdgeError(f"{path}: expected a [groups] table of name = [class ids, \"a-b\" ranges or labels]")
     by_label = {label: i for i, label in enumerate(labels)}
