@@ -40,3 +40,11 @@ def test_a_fixed_batch_model_runs_larger_batches_in_chunks_of_its_own(tmp_path):
                                rtol=1e-6)
     with pytest.raises(EdgeError, match="batch of 3 does not split into the model's batch 2"):
         backend.run(batch[:3])
+
+
+def test_one_run_on_the_thread_pool_does_not_spin_and_several_runs_are_single_threaded(tmp_path):
+    folder = import_model(tiny_classifier(tmp_path / "tiny.onnx"), name="tiny", repo=tmp_path / "engines")
+    pool = Model.load(folder, runs=1).backend.session.get_session_options()
+    assert pool.intra_op_num_threads == 0  # ONNX Runtime's default: a thread per core
+    assert pool.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert Model.load(folder, runs=2).backend.session.get_session_options().intra_op_num_threads == 1

@@ -22,6 +22,10 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = 1 if runs > 1 else 0
+        if runs == 1:
+            # The pool's threads would otherwise spin between runs: on a 30 fps camera that is 3x the CPU per frame
+            # for 1 ms less latency when idle, and more latency under other load (docs/benchmarks.md, "Latency").
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types, one line is enough for the user
