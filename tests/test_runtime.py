@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -78,6 +79,21 @@ def test_video_file_reads_every_frame_then_ends(tmp_path):
         source.close()
         assert len(frames) == 12
         assert [f.position for f in frames] == sorted(f.position for f in frames)
+
+
+def test_a_source_is_a_context_manager_and_an_iterator_of_frames(tmp_path, model):
+    """The Python API's camera loop, as the README shows it, on a video file and on a folder."""
+    import edge
+
+    video = write_video(tmp_path / "clip.avi", 5)
+    with edge.open_source(str(video)) as clip:
+        labels = [model.classify(frame.image)[0].label for frame in clip]
+        assert clip.capture is not None  # open inside the block
+    assert len(labels) == 5 and clip.capture is None  # closed after it
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((9, 9, 3), 40 * i, np.uint8))
+    with edge.open_source(str(tmp_path)) as folder:
+        assert [Path(frame.file).name for frame in folder] == ["0.png", "1.png", "2.png"]
 
 
 def test_looping_a_video_starts_it_over(tmp_path):

@@ -22,6 +22,7 @@ import glob
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def _require_gstreamer(uri: str) -> None:
 
 
 class Source:
+    """open(), then read() until it returns None (the end of a file or folder), then close(). From Python, also
+    `with open_source(uri) as camera: for frame in camera: ...`; `edge run`'s loop adds reconnecting on top."""
+
     live = False
     uri = ""
 
@@ -78,6 +82,18 @@ class Source:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> "Source":
+        self.open()
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Frames until the source ends; a live source that fails raises SourceError."""
+        while (frame := self.read()) is not None:
+            yield frame
 
 
 class TestPattern(Source):
