@@ -131,6 +131,60 @@ def test_double_buffered_pipeline_returns_each_frame_in_order(gpu, mode):
         pipeline.submit([frames[2]])
 
 
+SPIN_SOURCE = """
+extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) {}
+}
+"""
+
+
+class SlowIdentityEngine(IdentityEngine):
+    """IdentityEngine behind a one-thread busy-wait of about `ms` on its stream: long enough to see what waits."""
+
+    def __init__(self, spec: Preprocess, ms: float):
+        import pycuda.driver as cuda
+        from pycuda.compiler import SourceModule
+
+        from edge.gpu.kernels import nvcc_path
+
+        super().__init__(spec)
+        self.module = SourceModule(SPIN_SOURCE, nvcc=nvcc_path(), no_extern_c=True)
+        self.spin = self.module.get_function("spin")
+        clock_khz = cuda.Context.get_device().get_attribute(cuda.device_attribute.CLOCK_RATE)
+        self.cycles = np.int64(clock_khz * ms)
+
+    def run_device(self, input_pointer: int, output_pointer: int, batch: int, stream) -> None:
+        self.spin(self.cycles, block=(1, 1, 1), grid=(1, 1), stream=stream)
+        super().run_device(input_pointer, output_pointer, batch, stream)
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped", "pageable"])
+def test_collecting_frame_n_neither_waits_for_nor_times_frame_n_plus_1(gpu, mode):
+    """Double buffering: frame N comes back while frame N+1's engine still runs (pinned, mapped), and no stage of
+    frame N counts frame N+1's engine (pageable too, whose synchronous copies wait for every stream)."""
+    from edge.gpu.pipeline import GpuPipeline
+
+    if mode == "mapped" and not gpu.facts.can_map_host_memory:
+        pytest.skip("this device cannot map host memory")
+    engine_ms = 50.0
+    frames = np.random.default_rng().integers(0, 256, (2, 480, 640, 3), dtype=np.uint8)
+    pipeline = GpuPipeline(LITE0, SlowIdentityEngine(LITE0, engine_ms), mode, max_batch=1, slots=2)
+    pipeline.submit([frames[0]])
+    pipeline.collect()  # warm-up: the kernel's compile, the frame buffers
+    pipeline.submit([frames[0]])
+    pipeline.submit([frames[1]])
+    first, times = pipeline.collect()
+    if mode != "pageable":
+        assert not pipeline.in_flight[0].events["compute_end"].query(), "collect() waited for the next frame"
+    assert times["compute"] >= engine_ms / 2
+    assert times["upload"] < engine_ms / 2 and times["download"] < engine_ms / 2, times
+    second, times = pipeline.collect()
+    assert times["upload"] < engine_ms / 2 and times["download"] < engine_ms / 2, times
+    expected = reference(frames, LITE0).reshape(2, -1)
+    assert np.abs(np.concatenate([first, second]) - expected).max() <= tolerance(LITE0)
+
+
 def test_batched_submit(gpu):
     from edge.gpu.pipeline import GpuPipeline
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -104,3 +105,31 @@ def test_prepared_call_format_has_each_kernel_parameters_c_type():
         *type_words, _ = parameter.replace("__restrict__", "").split()
         expected += "P" if "*" in parameter else letters[" ".join(type_words)]
     assert expected == ARGUMENT_FORMAT
+
+
+def test_tensorrt_adapter_sets_the_batch_again_after_output_shape_changed_it():
+    """output_shape(n) goes through set_batch(n), which sets the execution context's input shape: a run of the
+    batch the adapter last ran must set its batch again, or the engine runs n frames into buffers sized for fewer."""
+    from edge.backends.tensorrt import IOTensor
+    from edge.gpu.pipeline import TensorRTEngine
+
+    context_batch = []
+
+    class Engine:
+        input_name, output_name = "image", "prob"
+        tensors = [IOTensor("image", (-1, 3, 8, 8), np.dtype(np.float32), "input"),
+                   IOTensor("prob", (-1, 5), np.dtype(np.float32), "output")]
+
+        def set_batch(self, n):
+            context_batch.append(n)
+            return {"image": (n, 3, 8, 8), "prob": (n, 5)}
+
+        def execute(self, addresses, stream_handle):
+            assert context_batch[-1] == batch, f"the engine runs a batch of {context_batch[-1]}, not {batch}"
+
+    engine = TensorRTEngine(Engine())
+    stream = SimpleNamespace(handle=77)
+    batch = 2
+    engine.run_device(0x10, 0x20, batch, stream)
+    assert engine.output_shape(4) == (4, 5)  # a second pipeline on the same engine, sized for its full batch
+    engine.run_device(0x10, 0x20, batch, stream)

@@ -147,15 +147,17 @@ class DeviceBuffer:
         return int(self.allocation)
 
 
-def upload(device: DeviceBuffer, host: HostBuffer, stream) -> None:
-    """Host -> device. Pinned: queued on `stream`. Pageable: synchronous (pycuda's async copy needs page-locked
-    memory); it runs on the legacy default stream, which waits for every other stream, as pageable copies do."""
+def upload(device: DeviceBuffer, host: HostBuffer, stream, rows: int | None = None) -> None:
+    """Host -> device: the host array, or its first `rows` rows (a partial batch in a buffer sized for a full one).
+    Pinned: queued on `stream`. Pageable: synchronous (pycuda's async copy needs page-locked memory); it runs on
+    the legacy default stream, which waits for every other stream, as pageable copies do."""
     import pycuda.driver as cuda
 
+    array = host.array if rows is None else host.array[:rows]
     if host.mode == "pinned":
-        cuda.memcpy_htod_async(device.allocation, host.array, stream)
+        cuda.memcpy_htod_async(device.allocation, array, stream)
     elif host.mode == "pageable":
-        cuda.memcpy_htod(device.allocation, host.array)
+        cuda.memcpy_htod(device.allocation, array)
     else:
         raise ValueError("mapped memory is read in place; it has no upload")
 

@@ -3,11 +3,14 @@
 Each frame (or batch) takes a slot: its own host frame buffer, device buffers and events. Two CUDA streams:
 
     copy stream:     upload (pinned: async DMA; pageable: synchronous copy; mapped: none) -> fused kernel
-    compute stream:  waits for the kernel's event -> engine -> download (async into pinned memory; mapped: none)
+    compute stream:  waits for the kernel's event -> engine -> download (async into pinned memory; pageable:
+                     synchronous copy; mapped: none)
 
 With two slots the loop is double-buffered: `submit(frame N+1)` queues its upload and kernel on the copy stream
 while the engine still computes frame N on the compute stream, then `collect()` returns frame N. With one slot
-(or submit/collect in turn) every frame runs alone, which is what per-stage timing wants.
+(or submit/collect in turn) every frame runs alone, which is what per-stage timing wants. Pageable memory cannot
+take part: its synchronous copies run on the legacy default stream, which waits for the work of every other
+stream, so `submit` returns with the frame's download done (and nothing of it left to overlap).
 
 Stage times come from CUDA events (upload, preprocess, compute, download) plus the host clock for the copy of the
 frame into page-locked memory, which is counted in "upload" (the frame has to get there for the DMA to start).
@@ -60,6 +63,7 @@ class TensorRTEngine:
         self.scratch: dict[str, DeviceBuffer] = {}
 
     def output_shape(self, batch: int) -> tuple[int, ...]:
+        self.batch = 0  # set_batch sets the context's input shape: the next run sets its own batch again
         return self.backend.set_batch(batch)[self.backend.output_name]
 
     def run_device(self, input_pointer: int, output_pointer: int, batch: int, stream) -> None:
@@ -132,10 +136,10 @@ class GpuPipeline:
         if not 0 < len(frames) <= self.max_batch:
             raise ValueError(f"a batch of 1 to {self.max_batch} frames, not {len(frames)}")
         slot = self.slots[self.next_slot]
-        self.next_slot = (self.next_slot + 1) % len(self.slots)
         height, width = frames[0].shape[:2]
         batch = len(frames)
-        self._frame_buffers(slot, (batch if self.mode == "pageable" else self.max_batch, height, width, 3))
+        # Sized for a full batch, so that partial ones (a live source, a file's end) do not reallocate it
+        self._frame_buffers(slot, (self.max_batch, height, width, 3))
         events = slot.events
 
         start = time.perf_counter_ns()
@@ -148,7 +152,7 @@ class GpuPipeline:
 
         events["upload_start"].record(self.copy_stream)
         if self.mode != "mapped":
-            upload(slot.device_frame, slot.host_frame, self.copy_stream)
+            upload(slot.device_frame, slot.host_frame, self.copy_stream, rows=batch)
             frames_pointer = slot.device_frame.pointer
         else:
             frames_pointer = slot.host_frame.device_pointer
@@ -161,24 +165,21 @@ class GpuPipeline:
         output_pointer = slot.host_output.device_pointer if self.mode == "mapped" else slot.device_output.pointer
         self.engine.run_device(slot.device_input.pointer, output_pointer, batch, self.compute_stream)
         events["compute_end"].record(self.compute_stream)
-        if self.mode == "pinned":
+        if self.mode != "mapped":  # pageable: synchronous, on the legacy default stream, so it waits for the engine
             download(slot.host_output, slot.device_output, self.compute_stream)
-            events["download_end"].record(self.compute_stream)
+        # Recorded now, not in collect(): there it would follow the next frame's engine on the compute stream,
+        # and collect() would wait for that frame too (and count its compute as this one's download).
+        events["download_end"].record(self.compute_stream)
         slot.batch = batch
         self.in_flight.append(slot)
+        # Only once the frame is in flight: after a submit that failed, its slot is the next one's again
+        self.next_slot = (self.next_slot + 1) % len(self.slots)
 
     def collect(self) -> tuple[np.ndarray, dict[str, float]]:
         """The oldest submitted batch: (probabilities or logits (batch, ...) float32 copy, stage times in ms)."""
         slot = self.in_flight.popleft()
         events = slot.events
-        if self.mode == "pinned":
-            events["download_end"].synchronize()
-        else:
-            events["compute_end"].synchronize()
-            if self.mode == "pageable":  # a synchronous copy: it waits here, after compute, as it must
-                download(slot.host_output, slot.device_output, self.compute_stream)
-            events["download_end"].record(self.compute_stream)
-            events["download_end"].synchronize()
+        events["download_end"].synchronize()  # after every other event of the frame, on either stream
         times = {
             "upload": slot.staging_ms + events["upload_end"].time_since(events["upload_start"]),
             "preprocess": events["preprocess_end"].time_since(events["upload_end"]),
@@ -189,9 +190,9 @@ class GpuPipeline:
 
 
 class GpuExecutor:
-    """The Loop's executor protocol (edge/runtime/loop.py) on the GPU path: `preprocess` queues upload and
-    kernel, `compute` runs the engine and returns probabilities. The Loop runs one batch at a time, so this
-    uses one slot; the per-stage GPU times go to the same recorders as the Loop's, named "gpu:<stage>"."""
+    """The Loop's executor protocol (edge/runtime/loop.py) on the GPU path: `preprocess` queues upload, kernel,
+    engine and download, `compute` waits for them and returns probabilities. The Loop runs one batch at a time,
+    so this uses one slot; the per-stage GPU times go to the same recorders as the Loop's, named "gpu:<stage>"."""
 
     def __init__(self, model, engine: DeviceEngine, mode: str, recorders=(), batch: int = 1):
         from ..model import softmax
