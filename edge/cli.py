@@ -1,7 +1,8 @@
 """`edge <verb>`: a thin layer that parses flags, calls the library and prints.
 
 Each verb is one `cmd_<verb>(args)` function and one `add_<verb>(subparsers)` that declares its flags.
-Errors the user can fix arrive as EdgeError and are printed on one line, with exit status 1.
+Errors the user can fix arrive as EdgeError, or as an OSError naming a path (permissions, a full disk), and are
+printed on one line, with exit status 1.
 """
 
 from __future__ import annotations
@@ -373,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `edge ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # a path the system refuses: a folder this user may not write, a full disk
+        if e.filename is None:  # not about a file the user named: a fault to see whole
+            raise
+        print(f"edge: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -133,6 +133,15 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     options = options or PreprocessOptions()
     if options.std is not None and options.scale is not None:
         raise EdgeError("give --scale or --std, not both")
+    kind = src.suffix.lower()
+    if kind in (".engine", ".plan", ".trt"):  # jetson-inference takes these; users then pass one to the wrong tool
+        raise EdgeError(f"{src}: a TensorRT engine runs only on the GPU and TensorRT version that built it, so it "
+                        "cannot be imported; import the .onnx (or Caffe .prototxt) it was built from, and `edge build` "
+                        "on the device")
+    if kind == ".caffemodel":
+        raise EdgeError(f"{src}: Caffe weights; import the network's deploy.prototxt, with --weights {src.name}")
+    if kind == ".uff":
+        raise EdgeError(f"{src}: UFF models are not supported (TensorRT 10 removed UFF); export the model to ONNX")
     sources = [("model", src)]
     mean_image = None
     if src.suffix == ".prototxt":

@@ -169,6 +169,24 @@ def test_text_file_renamed_onnx(tmp_path, repo, capsys):
     assert not repo.exists() or not any(repo.iterdir())
 
 
+def test_engines_weights_and_uff_are_refused_with_what_to_import_instead(tmp_path, repo, capsys):
+    for name, fragment in (("net.engine", "import the .onnx"), ("net.PLAN", "import the .onnx"),
+                           ("net.caffemodel", "deploy.prototxt, with --weights net.caffemodel"),
+                           ("net.uff", "export the model to ONNX")):
+        (tmp_path / name).write_bytes(b"\x08\x01" * 64)
+        assert_refused(capsys, edge("import", tmp_path / name, "--repo", repo), str(tmp_path / name), fragment)
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def test_a_repository_that_cannot_be_written_is_one_line(tiny, tmp_path, capsys):
+    # What an unwritable engine folder did to jetson-inference (#1644, #1031) must be a plain line here; a file
+    # where the folder should be gives the same OSError as a folder of another user (the tests may run as root).
+    (tmp_path / "taken").write_text("")
+    assert_refused(capsys, edge("import", tiny, "--repo", tmp_path / "taken" / "repo"), str(tmp_path / "taken"),
+                   "Not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "tiny.onnx"]
+
+
 def test_truncated_onnx(tiny, tmp_path, repo, capsys):
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(tiny.read_bytes()[: tiny.stat().st_size // 2])

@@ -9,6 +9,7 @@ import ctypes
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -201,6 +202,21 @@ def test_build_without_tensorrt_says_so_and_writes_nothing(folder, monkeypatch, 
     assert main(["build", str(folder), "--precision", "int8"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("edge: error: TensorRT is not installed here")
+    assert _snapshot(folder) == before
+
+
+def test_build_in_a_folder_it_cannot_write_stops_before_building(folder, monkeypatch):
+    # jetson-inference rebuilt for minutes and then could not save (#1644, #1031). os.access is stood in for
+    # because the tests may run as root, who may write anywhere.
+    import edge.backends.tensorrt as tensorrt_backend
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setitem(sys.modules, "polygraphy", types.SimpleNamespace())  # a build would fail on this stand-in
+    monkeypatch.setattr(tensorrt_backend, "gpu_identity", lambda: ("Orin", "8.7"))
+    monkeypatch.setattr(tensorrt_backend.os, "access", lambda path, mode: Path(path) != folder)
+    before = _snapshot(folder)
+    with pytest.raises(EdgeError, match=rf"^{folder}: this user cannot write here, .*\(not built yet\)"):
+        build_engine(folder, "fp16")
     assert _snapshot(folder) == before
 
 

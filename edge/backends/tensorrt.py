@@ -19,6 +19,7 @@ import ctypes
 import functools
 import hashlib
 import io
+import os
 import re
 import sys
 import time
@@ -244,6 +245,9 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
     if reason is None:
         _say(f"{engine}: up to date")
         return engine
+    if not os.access(folder, os.W_OK):  # found now, not when saving the engine after minutes of building
+        raise EdgeError(f"{folder}: this user cannot write here, so the engine could not be saved ({reason}); run "
+                        "`edge build` as a user who can (the service's repository belongs to the user edge)")
     _say(f"{engine}: building ({reason}){_other_engines(folder, precision, engine)}: TensorRT {target.tensorrt}, "
          f"{spec.path} from {spec.onnx}; this takes minutes")
     remove_leftovers(engine)
