@@ -23,7 +23,7 @@ JSON (`--json`), schema "edge.profile/1":
     {"schema": "edge.profile/1", "model": str, "input": str, "frame": [height, width], "backend": str,
      "workers": int, "frames": int, "warmup": int, "path": "host" | "gpu", "note": str, "device": {...} | null,
      "runs": [{"memory": "host" | "pageable" | "pinned" | "mapped",
-               "stages": {stage: {"mean_ms", "p50_ms", "p90_ms", "p99_ms", "n"}},
+               "stages": {stage: {"mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "n"}},
                "stage_sum_ms": float, "span_ms": float, "wall_ms": float,
                "coverage": float,                                   # stage_sum / span, serial run
                "transfer_share": float | null,                           # (upload + download) / frame, GPU only
@@ -58,20 +58,21 @@ class StageStats:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    max_ms: float  # the worst frame: what a camera's result waits for at its unluckiest (trtexec reports it too)
     n: int
 
     def to_dict(self) -> dict:
         return {"mean_ms": round(self.mean_ms, 4), "p50_ms": round(self.p50_ms, 4), "p90_ms": round(self.p90_ms, 4),
-                "p99_ms": round(self.p99_ms, 4), "n": self.n}
+                "p99_ms": round(self.p99_ms, 4), "max_ms": round(self.max_ms, 4), "n": self.n}
 
 
 def stage_stats(samples_ms) -> StageStats:
-    """Mean and percentiles (numpy's linear interpolation between closest ranks) of one stage's times."""
+    """Mean, percentiles (numpy's linear interpolation between closest ranks) and maximum of one stage's times."""
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no samples")
     p50, p90, p99 = np.percentile(x, [50, 90, 99])
-    return StageStats(float(x.mean()), float(p50), float(p90), float(p99), int(x.size))
+    return StageStats(float(x.mean()), float(p50), float(p90), float(p99), float(x.max()), int(x.size))
 
 
 @dataclass
@@ -198,11 +199,12 @@ def format_report(profile: Profile) -> str:
         out.append(f"device: {d['name']} (sm {d['compute_capability']}, "
                    f"{'integrated' if d['integrated'] else 'discrete'}, can map host memory: "
                    f"{'yes' if d['can_map_host_memory'] else 'no'})")
-    out.append(f"{'memory':9} {'stage':12} {'mean':>8} {'p50':>8} {'p90':>8} {'p99':>8}  ms")
+    out.append(f"{'memory':9} {'stage':12} {'mean':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  ms")
     for run in profile.runs:
         for i, (name, s) in enumerate(run.stages.items()):
             label = run.memory if i == 0 else ""
-            out.append(f"{label:9} {name:12} {s.mean_ms:8.3f} {s.p50_ms:8.3f} {s.p90_ms:8.3f} {s.p99_ms:8.3f}")
+            out.append(f"{label:9} {name:12} {s.mean_ms:8.3f} {s.p50_ms:8.3f} {s.p90_ms:8.3f} {s.p99_ms:8.3f} "
+                       f"{s.max_ms:8.3f}")
         share = "-" if run.transfer_share is None else f"{run.transfer_share:.1%}"
         out.append(f"{'':9} {'frame':12} {run.frame_ms:8.3f}   the stages cover {run.coverage:.1%} of the frames' "
                    f"wall time (capture start to result written, {run.span_ms:.0f} ms)")
@@ -213,6 +215,9 @@ def format_report(profile: Profile) -> str:
         t = profile.telemetry
         parts = [f"{k} {v}" for k, v in t.items()]
         out.append("telemetry: " + ", ".join(parts))
+        if t.get("jetson_clocks", "on") != "on":  # DVFS moved the clocks under the measurement
+            out.append("the clocks were not locked: these times vary from run to run; `sudo jetson_clocks` locks "
+                       "them at the power mode's maximum for figures that compare")
     else:
         out.append(f"telemetry: none ({profile.telemetry_note})")
     return "\n".join(out)

@@ -1,4 +1,5 @@
-"""jetson-stats (jtop) telemetry for the profile: board power, GPU load and temperatures while it runs.
+"""jetson-stats (jtop) telemetry for the profile: board power, GPU load, temperatures and the clock settings
+(jetson_clocks, the nvpmodel power mode) while it runs: a Jetson's timings mean little without those two.
 
 jtop is imported lazily and only here; on any machine without it (or without its service) every function returns
 None and a one-line reason instead of failing. The client talks to the root service jtop.service over
@@ -29,8 +30,15 @@ def availability() -> tuple[bool, str]:
 
 
 def summarize(samples: list[dict]) -> dict:
-    """Samples of {"power_mw", "gpu_load_percent", "temperatures_c": {sensor: C}} -> means and maxima."""
+    """Samples of {"power_mw", "gpu_load_percent", "temperatures_c": {sensor: C}, "jetson_clocks", "nvpmodel"}
+    -> means, maxima, and the clock settings (each setting seen, in order, when it changed during the run)."""
     summary: dict = {"samples": len(samples)}
+    clocks = list(dict.fromkeys(s["jetson_clocks"] for s in samples if s.get("jetson_clocks") is not None))
+    if clocks:
+        summary["jetson_clocks"] = " then ".join("on" if on else "off" for on in clocks)
+    modes = list(dict.fromkeys(s["nvpmodel"] for s in samples if s.get("nvpmodel") is not None))
+    if modes:
+        summary["nvpmodel"] = " then ".join(modes)
     power = [s["power_mw"] for s in samples if s.get("power_mw") is not None]
     load = [s["gpu_load_percent"] for s in samples if s.get("gpu_load_percent") is not None]
     if power:
@@ -53,7 +61,12 @@ def read_sample(jetson) -> dict:
     loads = [load for load in loads if load is not None]
     temperatures = {name: sensor["temp"] for name, sensor in jetson.temperature.items()
                     if isinstance(sensor, dict) and sensor.get("online", True) and sensor.get("temp", -256) > -256}
-    return {"power_mw": power, "gpu_load_percent": max(loads) if loads else None, "temperatures_c": temperatures}
+    # Absent (None) when jetson-stats cannot read or control them on this board.
+    clocks = getattr(jetson, "jetson_clocks", None)
+    mode = getattr(jetson, "nvpmodel", None)
+    return {"power_mw": power, "gpu_load_percent": max(loads) if loads else None, "temperatures_c": temperatures,
+            "jetson_clocks": None if clocks is None else bool(clocks),
+            "nvpmodel": None if mode is None else str(mode.name)}
 
 
 class Sampler:

@@ -17,7 +17,7 @@ from tiny_models import tiny_classifier
 
 
 def stats(mean: float, n: int = 10) -> StageStats:
-    return StageStats(mean, mean, mean, mean, n)
+    return StageStats(mean, mean, mean, mean, mean, n)
 
 
 def gpu_profile(integrated: bool, runs: list[RunProfile]) -> Profile:
@@ -49,7 +49,7 @@ def test_stage_stats_are_numpy_mean_and_percentiles():
 
 def test_stage_stats_of_known_values():
     s = stage_stats(list(range(1, 101)))  # 1..100
-    assert (s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms) == pytest.approx((50.5, 50.5, 90.1, 99.01))
+    assert (s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms) == pytest.approx((50.5, 50.5, 90.1, 99.01, 100.0))
     with pytest.raises(ValueError):
         stage_stats([])
 
@@ -115,7 +115,7 @@ def test_report_lists_every_stage_of_every_mode():
         assert any(line.startswith(memory) for line in text.splitlines())
     rows = [line.split() for line in text.splitlines()]
     for stage in ("capture", "upload", "preprocess", "compute", "download", "postprocess", "sink"):
-        assert sum(1 for row in rows if stage in row[:2] and len(row) in (5, 6)) == 2, stage
+        assert sum(1 for row in rows if stage in row[:2] and len(row) in (6, 7)) == 2, stage
     assert "recommendation: use pinned memory" in text
     assert "telemetry: none" in text
 
@@ -136,8 +136,8 @@ def check_profile_json(doc: dict) -> None:
         assert run["memory"] in ("host", "pageable", "pinned", "mapped")
         assert set(run["fps"]) == {"serial", "overlapped"}
         for s in run["stages"].values():
-            assert set(s) == {"mean_ms", "p50_ms", "p90_ms", "p99_ms", "n"}
-            assert s["n"] == doc["frames"] and s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]
+            assert set(s) == {"mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "n"}
+            assert s["n"] == doc["frames"] and s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
         assert run["transfer_share"] is None or 0 <= run["transfer_share"] <= 1
 
 
@@ -166,6 +166,28 @@ def test_telemetry_summary_of_samples():
                {"power_mw": 7000, "gpu_load_percent": 60.0, "temperatures_c": {"gpu": 53.5}}]
     assert telemetry.summarize(samples) == {"samples": 2, "power_mean_w": 6.0, "gpu_load_mean_percent": 50.0,
                                             "temperature_max_c": {"cpu": 45.0, "gpu": 53.5}}
+
+
+def test_telemetry_records_the_clock_settings_and_the_report_flags_unlocked_clocks():
+    class Mode:
+        name = "15W"
+
+    class Jtop:  # jetson-stats 4.x: jetson_clocks is truthy while running, nvpmodel has the mode's name
+        power = {"tot": {"power": 6000}}
+        gpu = {"gpu": {"status": {"load": 50.0}}}
+        temperature = {"gpu": {"temp": 50.0, "online": True}}
+        jetson_clocks = False
+        nvpmodel = Mode()
+
+    off = telemetry.read_sample(Jtop())
+    assert (off["jetson_clocks"], off["nvpmodel"]) == (False, "15W")
+    summary = telemetry.summarize([off, dict(off, jetson_clocks=True), dict(off, jetson_clocks=True)])
+    assert (summary["jetson_clocks"], summary["nvpmodel"]) == ("off then on", "15W")
+    result = gpu_profile(True, [gpu_run("pinned", 0.3, 0.1, 170.0)])
+    result.telemetry = summary
+    assert "sudo jetson_clocks" in format_report(result)
+    result.telemetry = telemetry.summarize([dict(off, jetson_clocks=True)])
+    assert "jetson_clocks on, nvpmodel 15W" in format_report(result) and "sudo" not in format_report(result)
 
 
 def test_telemetry_without_jetson_stats_is_none_with_a_reason():
