@@ -18,7 +18,9 @@ CARRY=.gpu
 
 if [[ "${1:-}" == "fetch" ]]; then
     mkdir -p "$CARRY"
-    grep -qx "/$CARRY/" .git/info/exclude 2>/dev/null || echo "/$CARRY/" >> .git/info/exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    mkdir -p "$(dirname "$exclude")"
+    grep -qx "/$CARRY/" "$exclude" 2>/dev/null || echo "/$CARRY/" >> "$exclude"
     pip download -q --no-deps --no-binary pycuda -d "$CARRY" "pycuda==2026.1"
     pip download -q --no-deps --only-binary=:all: -d "$CARRY" "pytools==2026.1.1" "platformdirs==4.14.7" \
         "mako==1.4.3" "onnx2torch==1.5.15" "tomli-w==1.2.0" "setuptools==84.2.1"
