@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the random-caffemodel writer is a test helper
 
-from caffe_helpers import random_caffemodel
-
 from edge.caffe import convert_caffe
 from edge.importer import import_model
+
+from caffe_helpers import random_caffemodel
 
 
 def timed(function, rounds: int) -> list[float]:
@@ -45,7 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     nets = sorted((args.shared / "models" / "caffe").glob("*/deploy.prototxt"))
     print(f"python {platform.python_version()}, {platform.machine()}, rounds {args.rounds}\n")
-    print("| net | prototxt layers | ONNX weights | caffemodel | ONNX nodes | convert_caffe median (best) | import_model median (best) |")
+    print("| net | prototxt layers | ONNX weights | caffemodel | ONNX nodes | convert_caffe median (best) "
+          "| import_model median (best) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -1,8 +1,9 @@
 """Images per second of `edge eval` against a bare serial script, side by side in one run.
 
 The bare script is what a user would write without edge: for each image, decode, preprocess with OpenCV and
-numpy, run ONNX Runtime (default settings: one intra-op thread per core) on it, take the argmax. Both sides are timed from the first image to the last (model
-loading excluded), alternating, three rounds each; the best round of each is reported.
+numpy, run ONNX Runtime (default settings: one intra-op thread per core) on it, take the argmax. Both sides are
+timed from the first image to the last (model loading excluded), alternating, three rounds each; the best round of
+each is reported.
 
     python benchmarks/eval_throughput.py [--shared ../shared] [--rounds 3]
 """
@@ -67,7 +68,8 @@ def main() -> None:
     print(f"images: {n}, rounds: {args.rounds} (best of each)")
     print("| pipeline | images/s |")
     print("|---|---|")
-    print(f"| `edge eval` ({workers} workers, each decoding and running single-threaded ONNX Runtime) | {edge_ips:.1f} |")
+    print(f"| `edge eval` ({workers} workers, each decoding and running single-threaded ONNX Runtime) "
+          f"| {edge_ips:.1f} |")
     print(f"| bare serial script (decode, preprocess, ORT, one image at a time) | {bare_ips:.1f} |")
     print(f"| ratio edge / bare | {edge_ips / bare_ips:.2f} |")
 

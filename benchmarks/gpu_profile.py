@@ -107,8 +107,9 @@ def copy_bandwidth(cuda) -> dict:
     for mode in ("pageable", "pinned"):
         host = HostBuffer((*FULL_HD, 3), np.uint8, mode)
         host.array[:] = random_frames(1)[0]
-        up = median_event_ms(cuda, stream, lambda: upload(device, host, stream), runs=100)
-        down = median_event_ms(cuda, stream, lambda: download(host, device, stream), runs=100)
+        # median_event_ms calls the lambdas before the loop moves on to the next `host`
+        up = median_event_ms(cuda, stream, lambda: upload(device, host, stream), runs=100)  # noqa: B023
+        down = median_event_ms(cuda, stream, lambda: download(host, device, stream), runs=100)  # noqa: B023
         nbytes = host.array.nbytes
         result[mode] = {"h2d_ms": round(up, 4), "d2h_ms": round(down, 4),
                         "h2d_gb_s": round(nbytes / up / 1e6, 2), "d2h_gb_s": round(nbytes / down / 1e6, 2)}

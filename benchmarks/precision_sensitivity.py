@@ -71,8 +71,11 @@ def main() -> None:
     args = parser.parse_args()
     data = args.shared / "data" / "imagenet-sample"
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -39,8 +39,8 @@ def model_folder(workdir: Path) -> tuple[Path, str]:
     if onnx_path.is_file():
         options = PreprocessOptions(resize="shorter", resize_size=256, color="rgb", mean_values=(127, 127, 127),
                                     scale=1 / 128)
-        folder = import_model(onnx_path, name="efficientnet_lite0", repo=workdir, labels=SHARED / "data" / "synset_words.txt",
-                              options=options)
+        folder = import_model(onnx_path, name="efficientnet_lite0", repo=workdir,
+                              labels=SHARED / "data" / "synset_words.txt", options=options)
         return folder, "EfficientNet-Lite0 (../shared)"
     from runtime_support import tiny_model_folder
 
@@ -112,9 +112,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from edge.backends import parallel_runs
     from edge.model import Model
     from edge.preprocess import preprocess
-    from edge.backends import parallel_runs
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -135,7 +135,8 @@ def main() -> None:
             fps["edge"].append(run_edge(video, edge_model, workers))
     median = {name: statistics.median(values) for name, values in fps.items()}
     report = {"model": model_name, "video": video_name, "rounds": args.rounds, "fps": fps, "median_fps": median,
-              "edge_vs_serial": median["edge"] / median["serial"], "edge_vs_ceiling": median["edge"] / median["ceiling"]}
+              "edge_vs_serial": median["edge"] / median["serial"],
+              "edge_vs_ceiling": median["edge"] / median["ceiling"]}
     if args.json:
         print(json.dumps(report))
         return

@@ -89,7 +89,8 @@ def add_import(sub) -> None:
     p.add_argument("--name", help="the folder's name (default: from the file name)")
     p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
     p.add_argument("--size", type=_size, help="H,W when the graph's input size is not static")
-    p.add_argument("--resize", type=_resize, help="stretch[:S] (S x S, ignoring aspect) or shorter[:S] (then centre crop)")
+    p.add_argument("--resize", type=_resize,
+                   help="stretch[:S] (S x S, ignoring aspect) or shorter[:S] (then centre crop)")
     p.add_argument("--color", choices=("bgr", "rgb"), help="the channel order the model expects")
     p.add_argument("--layout", choices=("nchw", "nhwc"), help="override the layout found in the graph")
     p.add_argument("--force", action="store_true", help="replace an existing model folder")
@@ -153,7 +154,8 @@ def cmd_classify(args) -> int:
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1 / top-5 accuracy over a `file class_id` list")
     _model_flags(p, precision=False)
-    p.add_argument("--list", required=True, type=Path, dest="label_list", help="lines of `file class_id` (Caffe's val.txt)")
+    p.add_argument("--list", required=True, type=Path, dest="label_list",
+                   help="lines of `file class_id` (Caffe's val.txt)")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
     p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
     p.add_argument("--limit", type=_positive, help="only the first N images")
@@ -186,7 +188,8 @@ def cmd_eval(args) -> int:
         return 0
     print(f"{'precision':10} {'images':>7} {'top-1':>7} {'top-5':>7} {'top-1 err':>9} {'agree':>7} {'max |dp|':>9}")
     for name, s in scores.items():
-        compared = f"{s['top1_agreement']:7.2%} {s['max_probability_deviation']:9.4f}" if "top1_agreement" in s else f"{'-':>7} {'-':>9}"
+        compared = (f"{s['top1_agreement']:7.2%} {s['max_probability_deviation']:9.4f}" if "top1_agreement" in s
+                    else f"{'-':>7} {'-':>9}")
         print(f"{name:10} {s['n']:7d} {s['top1']:7.2%} {s['top5']:7.2%} {s['top1_error']:9.2%} {compared}")
     return 0
 
@@ -308,7 +311,8 @@ def add_service(sub) -> None:
 def cmd_service(args) -> int:
     from .runtime import service
 
-    return {"install": service.install, "uninstall": service.uninstall, "status": service.status}[args.action](args.dry_run)
+    actions = {"install": service.install, "uninstall": service.uninstall, "status": service.status}
+    return actions[args.action](args.dry_run)
 
 
 # --- profile ----------------------------------------------------------------------------------------------

@@ -78,13 +78,15 @@ def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -
         raise EdgeError(f"{source}: expected one image input of rank 4, found {len(images)} among inputs: {names}")
     image = images[0]
     if image.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        raise EdgeError(f"{source}: input {image.name} is {onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
+        raise EdgeError(f"{source}: input {image.name} is "
+                        f"{onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
     dims = _dims(image)
     if layout is None:
         layout = "nchw" if dims[1] in (1, 3) else "nhwc" if dims[3] in (1, 3) else None
     channels = None if layout is None else dims[1] if layout == "nchw" else dims[3]
     if channels not in (1, 3):
-        raise EdgeError(f"{source}: input {image.name} {dims} has no static channel count of 1 or 3 (give --layout if it is there)")
+        raise EdgeError(f"{source}: input {image.name} {dims} has no static channel count of 1 or 3 "
+                        "(give --layout if it is there)")
     return image.name, dims, layout
 
 
@@ -178,7 +180,8 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     if labels is not None:
         label_lines = read_labels(Path(labels))
         if len(label_lines) != classes:
-            raise EdgeError(f"{labels}: {len(label_lines)} labels, but the model's output {output_name} has {classes} classes")
+            raise EdgeError(f"{labels}: {len(label_lines)} labels, but the model's output {output_name} "
+                            f"has {classes} classes")
         sources.append(("labels", Path(labels)))
 
     card = Card(

@@ -77,7 +77,7 @@ class Card:
         return card
 
     @classmethod
-    def read(cls, folder: Path) -> "Card":
+    def read(cls, folder: Path) -> Card:
         path = folder / CARD
         data = read_toml(path)
         try:
@@ -150,7 +150,7 @@ class Model:
 
     @classmethod
     def load(cls, model: str | os.PathLike, repo: str | os.PathLike | None = None,
-             backend: str = "onnxruntime", precision: str = "fp32", runs: int = 1) -> "Model":
+             backend: str = "onnxruntime", precision: str = "fp32", runs: int = 1) -> Model:
         from .backends import load_backend
 
         folder = find_model_folder(model, repo)

@@ -140,8 +140,9 @@ class Profile:
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "model": self.model, "input": self.input, "frame": list(self.frame),
-                "backend": self.backend, "workers": self.workers, "frames": self.frames, "warmup": self.warmup, "path": self.path,
-                "note": self.note, "device": self.device, "runs": [run.to_dict() for run in self.runs],
+                "backend": self.backend, "workers": self.workers, "frames": self.frames, "warmup": self.warmup,
+                "path": self.path, "note": self.note, "device": self.device,
+                "runs": [run.to_dict() for run in self.runs],
                 "recommendation": self.recommendation, "telemetry": self.telemetry,
                 "telemetry_note": self.telemetry_note}
 
@@ -270,14 +271,14 @@ class StageRecorder:
     the executor's entry: the hand-off between the two threads) and the frame's span (capture start to result
     written), each from clock readings of its own, so the stage times can be checked against the span."""
 
-    def __init__(self, warmup: int, frames: int, gate: "GatedSource | None" = None):
+    def __init__(self, warmup: int, frames: int, gate: GatedSource | None = None):
         self.warmup, self.frames, self.gate = warmup, frames, gate
         self.samples: dict[str, list[float]] = {}
         self.spans_ms: list[float] = []
         self.done = 0
         self.window = [0, 0]  # perf_counter_ns at the window's start and end
         self.loop = None
-        self.executor: "EntryTimed | None" = None
+        self.executor: EntryTimed | None = None
 
     def record(self, stage: str, seconds: float) -> None:
         if stage == "latency":

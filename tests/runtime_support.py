@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from tiny_models import tiny_classifier
 
 CLASSES = 10

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from caffe_helpers import one_layer_net, onnx_forward, opencv_forward, random_caffemodel
 from google.protobuf import text_format
 
 from edge.caffe import convert_caffe, schema
 from edge.errors import EdgeError
+
+from caffe_helpers import one_layer_net, onnx_forward, opencv_forward, random_caffemodel
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
@@ -134,8 +135,8 @@ OPENCV_CASES = {
         'layer { name: "c" type: "AbsVal" bottom: "b" top: "c" }\n'
         'layer { name: "d" type: "TanH" bottom: "c" top: "d" }\n'
         'layer { name: "e" type: "Sigmoid" bottom: "d" top: "out" }', (2, 3, 4, 4)),
-    "power": ('layer { name: "l" type: "Power" bottom: "data" top: "out" power_param { power: 2 scale: 0.5 shift: 1 } }',
-              (2, 3, 4, 4)),
+    "power": ('layer { name: "l" type: "Power" bottom: "data" top: "out" '
+              'power_param { power: 2 scale: 0.5 shift: 1 } }', (2, 3, 4, 4)),
     "slice, eltwise sum coeffs, prod, max, concat": (
         'layer { name: "sl" type: "Slice" bottom: "data" top: "a" top: "b" top: "c" slice_param { slice_point: 2 '
         'slice_point: 4 } }\n'
@@ -248,7 +249,8 @@ def test_pooling_matches_caffe_formula(tmp_path: Path, pool: str, geometry, roun
     _, _, model = convert_text(tmp_path, text)
     x = np.random.default_rng(5).normal(0, 1, (2, 3, *size)).astype(np.float32)
     any_pad = any(pad)
-    out = [caffe_pooled(i, k, s, p if any_pad else 0, round_mode == "CEIL") for i, k, s, p in zip(size, kernel, stride, pad)]
+    out = [caffe_pooled(i, k, s, p if any_pad else 0, round_mode == "CEIL")
+           for i, k, s, p in zip(size, kernel, stride, pad)]
     if any_pad:  # Caffe clips both axes when either has padding
         out = [o - 1 if (o - 1) * s >= i + p else o for o, s, i, p in zip(out, stride, size, pad)]
     assert_close(onnx_forward(model, x), caffe_pool(x, kernel, stride, pad, out, pool == "AVE"))
@@ -328,8 +330,8 @@ def test_batch_norm_zero_scale_factor(tmp_path: Path) -> None:
 
 def test_prelu_shared_slope_as_caffe_writes_it(tmp_path: Path) -> None:
     """Caffe saves the shared slope as a 0-axis blob with an empty `shape {}` (OpenCV cannot read that form)."""
-    text = one_layer_net('layer { name: "p" type: "PReLU" bottom: "data" top: "out" prelu_param { channel_shared: true } }',
-                         (1, 2, 3, 3))
+    text = one_layer_net('layer { name: "p" type: "PReLU" bottom: "data" top: "out" '
+                         'prelu_param { channel_shared: true } }', (1, 2, 3, 3))
     prototxt, caffemodel, _ = convert_text(tmp_path, text)
     net = schema.NetParameter.FromString(caffemodel.read_bytes())
     blob = next(layer for layer in net.layer if layer.name == "p").blobs[0]
@@ -458,8 +460,9 @@ def test_scale_over_height_after_batch_norm_is_not_folded_as_per_channel(tmp_pat
                          (1, 4, 4, 5))
     _, caffemodel, model = convert_text(tmp_path, text)
     net = schema.NetParameter.FromString(caffemodel.read_bytes())
-    mean, var, factor = (np.array(b.data, np.float32) for b in next(l for l in net.layer if l.name == "bn").blobs)
-    s = np.array(next(l for l in net.layer if l.name == "sc").blobs[0].data, np.float32)
+    bn = next(layer for layer in net.layer if layer.name == "bn")
+    mean, var, factor = (np.array(b.data, np.float32) for b in bn.blobs)
+    s = np.array(next(layer for layer in net.layer if layer.name == "sc").blobs[0].data, np.float32)
     x = np.random.default_rng(1).normal(0, 1, (2, 4, 4, 5)).astype(np.float32)
     normalised = (x - (mean / factor)[:, None, None]) / np.sqrt((var / factor)[:, None, None] + np.float32(1e-5))
     assert_close(onnx_forward(model, x), normalised * s[None, None, :, None])

@@ -7,19 +7,22 @@ from pathlib import Path
 
 import onnx
 import pytest
-from caffe_helpers import one_layer_net, random_caffemodel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.caffe import convert_caffe, read_mean_image
 from edge.errors import EdgeError
 
+from caffe_helpers import one_layer_net, random_caffemodel
+
 NET = one_layer_net("""
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 group: 2 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" \
+convolution_param { num_output: 4 kernel_size: 3 pad: 1 group: 2 } }
 layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
 layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
 layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" \
+pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
 layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 """, (1, 2, 6, 6))

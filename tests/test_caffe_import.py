@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from caffe_helpers import one_layer_net, opencv_forward, random_caffemodel
 
 from edge import cli
 from edge.caffe import read_mean_image, schema
@@ -17,8 +16,11 @@ from edge.importer import PreprocessOptions, import_model
 from edge.model import Model
 from edge.preprocess import load_image, preprocess
 
+from caffe_helpers import one_layer_net, opencv_forward, random_caffemodel
+
 TINY = one_layer_net("""
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 8 kernel_size: 3 stride: 2 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" \
+convolution_param { num_output: 8 kernel_size: 3 stride: 2 } }
 layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
 layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE global_pooling: true } }
 layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 4 } }
@@ -44,7 +46,8 @@ def test_read_mean_image_forms(tmp_path: Path, legacy: bool, double: bool) -> No
 
 
 def test_read_mean_image_refuses_other_shapes(tmp_path: Path) -> None:
-    write_mean(tmp_path / "mean.binaryproto", np.zeros((2, 3, 4, 4), np.float32).reshape(2, 3, 4, 4)[0, 0], legacy=False)
+    write_mean(tmp_path / "mean.binaryproto", np.zeros((2, 3, 4, 4), np.float32).reshape(2, 3, 4, 4)[0, 0],
+               legacy=False)
     with pytest.raises(EdgeError, match="mean.binaryproto: a mean image is"):
         read_mean_image(tmp_path / "mean.binaryproto")
 
@@ -67,7 +70,8 @@ def test_import_squeezenet_with_mean_file(shared: Path, tmp_path: Path) -> None:
     assert folder.name == "squeezenet_v1.1" and (folder / "mean.npy").is_file()
     model = Model.load(folder)
     spec = model.card.preprocess
-    assert (spec.color, spec.resize, spec.size, tuple(spec.mean), spec.scale) == ("bgr", "stretch", (227, 227), (0.0,) * 3, 1.0)
+    assert ((spec.color, spec.resize, spec.size, tuple(spec.mean), spec.scale)
+            == ("bgr", "stretch", (227, 227), (0.0,) * 3, 1.0))
     image = load_image(shared / "data" / "cat.jpg")
     predictions = model.classify(image, top=5)
     assert len(predictions) == 5 and predictions[0].probability >= predictions[-1].probability

@@ -6,11 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_models import tiny_classifier
 
 from edge import Model
 from edge.errors import EdgeError
 from edge.importer import import_model
+
+from tiny_models import tiny_classifier
 
 
 def test_classify_on_the_cpu_imports_nothing_gpu_related(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from edge.gpu import cuda_available
 from edge.preprocess import Preprocess
+
 from kernel_on_cpu import SPECS, compile_for_cpu, reference, run_kernel_on_cpu, tolerance
 
 pytestmark = pytest.mark.gpu
@@ -201,6 +202,7 @@ def torch_model_folder(tmp_path_factory, gpu):
     pytest.importorskip("torch", reason="needs PyTorch for the torch backend")
     pytest.importorskip("onnx2torch", reason="needs onnx2torch for the torch backend")
     from edge.importer import PreprocessOptions, import_model
+
     from tiny_models import tiny_classifier
 
     root = tmp_path_factory.mktemp("gpu")
@@ -239,6 +241,7 @@ def test_edge_run_on_a_gpu_backend_takes_the_gpu_path_and_agrees_with_onnxruntim
     from edge import Model
     from edge.gpu.pipeline import GpuExecutor
     from edge.runtime.service import make_executor
+
     from runtime_support import tiny_model_folder
 
     folder = tiny_model_folder(tmp_path, batch=1)

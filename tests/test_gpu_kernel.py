@@ -20,6 +20,7 @@ from edge.errors import EdgeError
 from edge.gpu import kernels
 from edge.gpu.kernels import ARGUMENT_FORMAT, FusedPreprocess, channel_constants, geometry
 from edge.preprocess import Preprocess
+
 from kernel_on_cpu import SPECS, compile_for_cpu, reference, run_kernel_on_cpu, tolerance
 
 FRAME_SIZES = [(1, 1), (7, 9), (20, 20), (37, 100), (61, 45), (24, 24), (120, 67)]

@@ -338,7 +338,8 @@ def test_counts_below_one_and_no_precision_are_refused(tiny, repo, images, tmp_p
     listing = tmp_path / "val.txt"
     listing.write_text("".join(f"{p.name} 1\n" for p in images))
     for argv in (["classify", "tiny", images[0], "--top", "0"], ["eval", "tiny", "--list", listing, "--limit", "0"],
-                 ["eval", "tiny", "--list", listing, "--batch", "0"], ["eval", "tiny", "--list", listing, "--limit", "-1"]):
+                 ["eval", "tiny", "--list", listing, "--batch", "0"],
+                 ["eval", "tiny", "--list", listing, "--limit", "-1"]):
         with pytest.raises(SystemExit) as exit:
             edge(*argv, "--repo", repo)
         assert exit.value.code == 2

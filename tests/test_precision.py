@@ -16,8 +16,15 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
-from edge.precision.cache import (cache_header, format_cache, hex_to_scale, parse_cache, read_cache, scale_to_hex,
-                                  tensorrt_version_number)
+from edge.precision.cache import (
+    cache_header,
+    format_cache,
+    hex_to_scale,
+    parse_cache,
+    read_cache,
+    scale_to_hex,
+    tensorrt_version_number,
+)
 from edge.precision.calibrate import check_int8_graph
 
 CLASSES = 5
@@ -207,7 +214,8 @@ def _break(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
         constants[weight_q.input[2]].CopyFrom(numpy_helper.from_array(np.array(0, np.int8), weight_q.input[2]))
         del weight_q.attribute[:]
     elif what == "infinite scale":
-        constants[weight_q.input[1]].CopyFrom(numpy_helper.from_array(np.full(8, np.inf, np.float32), weight_q.input[1]))
+        constants[weight_q.input[1]].CopyFrom(numpy_helper.from_array(np.full(8, np.inf, np.float32),
+                                                                      weight_q.input[1]))
     elif what == "axis":  # stem_w is (8, 3, 3, 3): 3 scales on axis 1 fit the shape but not the output channels
         constants[weight_q.input[1]].CopyFrom(numpy_helper.from_array(np.full(3, 0.01, np.float32), weight_q.input[1]))
         constants[weight_q.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(3, np.int8), weight_q.input[2]))
@@ -372,7 +380,8 @@ def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_p
 
     image = tmp_path / "a.png"
     image.write_bytes(b"not really a png")
-    (tmp_path / CALIBRATION_JSON).write_text(json.dumps({"images": [{"path": str(tmp_path / "c.png"), "sha256": "0" * 64}]}))
+    (tmp_path / CALIBRATION_JSON).write_text(json.dumps({"images": [{"path": str(tmp_path / "c.png"),
+                                                                     "sha256": "0" * 64}]}))
     items = [(image, 1), (tmp_path / "missing.png", 2), (tmp_path / "folder", 3)]
     (tmp_path / "folder").mkdir()
     assert exclude_calibration_images(tmp_path, items) == items
@@ -383,6 +392,7 @@ def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_op
     from edge.importer import import_model
     from edge.precision.cache import read_cache
     from edge.precision.calibrate import calibrate
+
     from tiny_models import tiny_classifier
 
     source = tiny_classifier(tmp_path / "old.onnx")

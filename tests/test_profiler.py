@@ -11,8 +11,18 @@ import pytest
 from edge import telemetry
 from edge.cli import main
 from edge.errors import EdgeError
-from edge.profiler import (SCHEMA, GatedSource, Profile, RunProfile, StageStats, format_report, profile, recommend,
-                           stage_stats)
+from edge.profiler import (
+    SCHEMA,
+    GatedSource,
+    Profile,
+    RunProfile,
+    StageStats,
+    format_report,
+    profile,
+    recommend,
+    stage_stats,
+)
+
 from tiny_models import tiny_classifier
 
 

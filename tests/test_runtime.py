@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_support import CLASSES, tiny_model_folder, write_video
 
 from edge.errors import EdgeError
 from edge.model import Model
@@ -19,6 +18,8 @@ from edge.runtime.http import Metrics, parse_address
 from edge.runtime.loop import STAGES, CpuExecutor, FrameQueue, Loop
 from edge.runtime.sinks import Results, load_groups, open_sink
 from edge.runtime.sources import Frame, Source, SourceError, open_source, opencv_has_gstreamer
+
+from runtime_support import CLASSES, tiny_model_folder, write_video
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from runtime_support import tiny_model_folder, write_video
 
 EDGE = [sys.executable, "-m", "edge.cli"]
@@ -135,9 +136,10 @@ def test_a_stream_killed_and_restarted_five_times_is_reconnected_five_times(tiny
                      urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=2), 5, "loop alive")
             time.sleep(0.5)
             server = start_server()
-            frames = wait_for(lambda: (m := metrics(http_port))["edge_frames_total"] > frames + 10
-                              and m["edge_source_reconnects_total"] == restart + 1 and m["edge_frames_total"], 30,
-                              f"frames after restart {restart + 1}")
+            # wait_for calls the condition before it returns, within this iteration: it sees this `frames` and `restart`
+            frames = wait_for(lambda: (m := metrics(http_port))["edge_frames_total"] > frames + 10  # noqa: B023
+                              and m["edge_source_reconnects_total"] == restart + 1  # noqa: B023
+                              and m["edge_frames_total"], 30, f"frames after restart {restart + 1}")
             assert edge.poll() is None
         assert metrics(http_port)["edge_source_reconnects_total"] == 5
         edge.send_signal(signal.SIGTERM)

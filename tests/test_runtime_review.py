@@ -135,7 +135,8 @@ def test_after_a_reload_the_watchdog_is_fed_before_the_new_loops_first_frame():
 
     for started, expected in ((False, []), (True, ["WATCHDOG=1"])):
         sent = []
-        notifier = SimpleNamespace(send=lambda message: sent.append(message.split("\n")[0]))
+        # the Watchdog sends only from tick(), within this iteration, so `sent` is this iteration's list
+        notifier = SimpleNamespace(send=lambda message: sent.append(message.split("\n")[0]))  # noqa: B023
         watchdog = Watchdog(notifier, interval=0.01, source="rtsp://camera", started=started)
         time.sleep(0.02)
         watchdog.tick(SimpleNamespace(stats=LoopStats(frames=0)))

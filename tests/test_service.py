@@ -13,12 +13,21 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_support import tiny_model_folder
 
 from edge.errors import EdgeError
 from edge.runtime.loop import CAPTURE_STALL_S, LoopStats
-from edge.runtime.service import (RUN_OPTIONS, Notifier, Watchdog, read_config, render_config, render_unit,
-                                  resolve_options, watchdog_interval)
+from edge.runtime.service import (
+    RUN_OPTIONS,
+    Notifier,
+    Watchdog,
+    read_config,
+    render_config,
+    render_unit,
+    resolve_options,
+    watchdog_interval,
+)
+
+from runtime_support import tiny_model_folder
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 ROOT = Path(__file__).resolve().parents[1]

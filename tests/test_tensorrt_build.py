@@ -49,7 +49,8 @@ def fp16_variant(fp32_path, out_path) -> None:
     graph = model.graph
     graph.ClearField("value_info")
     for i, init in enumerate(graph.initializer):
-        graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+        graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16),
+                                                              init.name))
     image, output = graph.input[0].name, graph.output[0].name
     for node in graph.node:
         node.input[:] = [f"{image}_fp16" if name == image else name for name in node.input]
@@ -62,7 +63,13 @@ def fp16_variant(fp32_path, out_path) -> None:
 
 def int8_variant(fp32_path, out_path, calibration: np.ndarray) -> None:
     """Q/DQ INT8 the way TensorRT takes it: symmetric INT8, per-channel weights, float bias."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -130,7 +137,8 @@ def test_engines_match_onnx_runtime_at_each_precision(trt, tmp_path):
         error = np.abs(got - expected).max() / np.abs(expected).max()
         assert error < TOLERANCE[precision], (precision, implicit, error)
     sidecar = read_sidecar(engine)
-    assert timing_cache_path(folder, Target(sidecar["tensorrt"], sidecar["gpu"], sidecar["compute_capability"])).is_file()
+    target = Target(sidecar["tensorrt"], sidecar["gpu"], sidecar["compute_capability"])
+    assert timing_cache_path(folder, target).is_file()
 
 
 @pytest.mark.tensorrt

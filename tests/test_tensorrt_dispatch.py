@@ -14,9 +14,18 @@ from pathlib import Path
 import pytest
 
 from edge import EdgeError, Model
-from edge.backends.tensorrt import (CALIBRATION_CACHE, DYNAMIC_BATCH_PROFILE, build_engine, build_path, build_spec,
-                                    cache_calibrator, read_calibration_cache, runtime_api, tensorrt_summary,
-                                    uses_bindings)
+from edge.backends.tensorrt import (
+    CALIBRATION_CACHE,
+    DYNAMIC_BATCH_PROFILE,
+    build_engine,
+    build_path,
+    build_spec,
+    cache_calibrator,
+    read_calibration_cache,
+    runtime_api,
+    tensorrt_summary,
+    uses_bindings,
+)
 from edge.cli import main
 from edge.engine import IMPLICIT, STRONGLY_TYPED
 from edge.importer import import_model
@@ -77,7 +86,8 @@ def test_unknown_or_old_versions_are_refused(version):
     assert "8.5, 8.6, 10.x and 11.x" in str(error.value) or "cannot read the TensorRT version" in str(error.value)
 
 
-@pytest.mark.parametrize("version, bindings", [("8.5.2.2", True), ("8.6.1", True), ("10.3.0", False), ("11.0.0", False)])
+@pytest.mark.parametrize("version, bindings",
+                         [("8.5.2.2", True), ("8.6.1", True), ("10.3.0", False), ("11.0.0", False)])
 def test_runtime_api_by_version(version, bindings):
     assert uses_bindings(version) is bindings
     stub_trt = types.SimpleNamespace(__version__=version)

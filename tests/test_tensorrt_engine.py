@@ -13,8 +13,21 @@ import sys
 
 import pytest
 
-from edge.engine import (IMPLICIT, STRONGLY_TYPED, BuildSpec, Target, engine_path, install_engine, make_sidecar,
-                         read_sidecar, remove_leftovers, sidecar_path, source_hashes, timing_cache_path, why_stale)
+from edge.engine import (
+    IMPLICIT,
+    STRONGLY_TYPED,
+    BuildSpec,
+    Target,
+    engine_path,
+    install_engine,
+    make_sidecar,
+    read_sidecar,
+    remove_leftovers,
+    sidecar_path,
+    source_hashes,
+    timing_cache_path,
+    why_stale,
+)
 
 ORIN = Target("10.3.0", "Orin", "8.7")
 STRONG_FP16 = BuildSpec("fp16", STRONGLY_TYPED, "model.fp16.onnx", None, None, None, (1, 1, 16))
@@ -54,8 +67,10 @@ def test_sidecar_records_what_the_engine_was_built_from(tmp_path):
     assert sidecar["precision"] == "int8"
     assert sidecar["onnx"] == {"file": "model.onnx", "sha256": hashlib.sha256(b"fp32 graph").hexdigest()}
     assert sidecar["calibration_cache"]["file"] == "calibration.cache"
-    assert sidecar["calibration_cache"]["sha256"] == hashlib.sha256((folder / "calibration.cache").read_bytes()).hexdigest()
-    assert sidecar["flags"] == {"path": "implicit", "dla_core": None, "workspace_mib": None, "batch_profile": [1, 1, 16]}
+    cache_sha256 = hashlib.sha256((folder / "calibration.cache").read_bytes()).hexdigest()
+    assert sidecar["calibration_cache"]["sha256"] == cache_sha256
+    assert sidecar["flags"] == {"path": "implicit", "dla_core": None, "workspace_mib": None,
+                                "batch_profile": [1, 1, 16]}
     assert sidecar["build_seconds"] == 1.0 and sidecar["built_at"].endswith("+00:00")
     strong = json.loads(sidecar_path(_install(folder, ORIN, STRONG_FP16)).read_text())
     assert strong["calibration_cache"] is None and strong["onnx"]["file"] == "model.fp16.onnx"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from tiny_models import tiny_classifier
 
 try:

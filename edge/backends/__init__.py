@@ -52,7 +52,7 @@ def inference_workers(backend: str, workers: int) -> int:
     return workers or parallel_runs(backend)
 
 
-def load_backend(name: str, folder: Path, card: "Card", precision: str, runs: int = 1) -> Backend:
+def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int = 1) -> Backend:
     """`runs`: how many inferences the caller will run at once (see parallel_runs)."""
     from ..model import PRECISION_FILES
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, onnx_path: Path, card: "Card", runs: int = 1):
+    def __init__(self, onnx_path: Path, card: Card, runs: int = 1):
         """`runs`: how many inferences the caller runs at once, from as many threads. Several runs are each
         single-threaded, since they already fill the cores; one run gets ONNX Runtime's pool (one per core)."""
         options = ort.SessionOptions()

@@ -29,8 +29,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine import (ENGINE_SUFFIX, IMPLICIT, STRONGLY_TYPED, BuildSpec, Target, engine_path, install_engine,
-                      make_sidecar, read_sidecar, remove_leftovers, source_hashes, timing_cache_path, why_stale)
+from ..engine import (
+    ENGINE_SUFFIX,
+    IMPLICIT,
+    STRONGLY_TYPED,
+    BuildSpec,
+    Target,
+    engine_path,
+    install_engine,
+    make_sidecar,
+    read_sidecar,
+    remove_leftovers,
+    source_hashes,
+    timing_cache_path,
+    why_stale,
+)
 from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes
 from ..precision.calibrate import CALIBRATION_CACHE
@@ -75,7 +88,7 @@ def uses_bindings(version: str) -> bool:
     return check_supported(version) == 8
 
 
-def build_spec(folder: Path, card: "Card", version: str, precision: str, dla: int | None = None,
+def build_spec(folder: Path, card: Card, version: str, precision: str, dla: int | None = None,
                workspace_mib: int | None = None, implicit: bool = False) -> BuildSpec:
     """What to build on this TensorRT; refuses (one line) what cannot be built, before anything is written."""
     from ..model import PRECISION_FILES
@@ -261,11 +274,16 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
     return engine
 
 
-def _build_serialized(trt, folder: Path, card: "Card", spec: BuildSpec, target: Target,
+def _build_serialized(trt, folder: Path, card: Card, spec: BuildSpec, target: Target,
                       calibration_cache: bytes | None) -> bytes:
     """Polygraphy's loaders, configured from `spec`; returns the serialized engine and updates the timing cache."""
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig
-    from polygraphy.backend.trt import Profile
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+    )
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
 
@@ -397,7 +415,7 @@ class TensorRTBackend:
     once with set_batch(n), allocates buffers of the shapes it returns, and calls execute(addresses, stream).
     """
 
-    def __init__(self, trt, engine_file: Path, card: "Card", sidecar: dict):
+    def __init__(self, trt, engine_file: Path, card: Card, sidecar: dict):
         self.cuda = _pycuda()
         self.cuda_context = self.cuda.Device(0).retain_primary_context()
         self.input_name, self.output_name, self.input_shape = card.input_name, card.output_name, card.input_shape
@@ -425,7 +443,7 @@ class TensorRTBackend:
                             f"{self.output_name}; rebuild it with `edge build`")
 
     @classmethod
-    def from_model_folder(cls, folder: Path, card: "Card", precision: str) -> "TensorRTBackend":
+    def from_model_folder(cls, folder: Path, card: Card, precision: str) -> TensorRTBackend:
         trt = import_tensorrt()
         check_supported(trt.__version__)
         target = Target(trt.__version__, *gpu_identity())

@@ -44,7 +44,7 @@ class _DeviceArray:
                                          "data": (int(pointer), False), "version": 3, "strides": None}
 
 
-def to_torch_module(onnx_path: Path) -> tuple["torch.nn.Module", np.dtype]:
+def to_torch_module(onnx_path: Path) -> tuple[torch.nn.Module, np.dtype]:
     """onnx_path converted by onnx2torch: (the module, on the CPU and in eval mode; the numpy dtype of its input).
 
     Runs anywhere PyTorch does, so tests check the conversion on the CPU. A graph with nodes onnx2torch has no
@@ -75,7 +75,7 @@ def to_torch_module(onnx_path: Path) -> tuple["torch.nn.Module", np.dtype]:
 
 
 class TorchBackend:
-    def __init__(self, onnx_path: Path, card: "Card"):
+    def __init__(self, onnx_path: Path, card: Card):
         module, self.input_dtype = to_torch_module(onnx_path)  # first, so what it cannot run is refused on any machine
         import torch
 

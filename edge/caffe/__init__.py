@@ -44,7 +44,8 @@ def convert_caffe(prototxt: Path, caffemodel: Path) -> CaffeConversion:
             if len(means) == 1:
                 means *= channels
             if len(means) != channels:
-                raise EdgeError(f"{source}: transform_param has {len(means)} mean_value entries for {channels} channels")
+                raise EdgeError(f"{source}: transform_param has {len(means)} mean_value entries "
+                                f"for {channels} channels")
             mean_values = means
         if transform.HasField("scale"):
             scale = float(transform.scale)

@@ -152,7 +152,8 @@ def _conv_geometry(layer: Layer, p) -> tuple[tuple[int, int], ...]:
     if min(kernel + stride + dilation) <= 0:
         raise layer.fail(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
     if len(layer.shapes[0]) != 4 or layer.axis(p.axis, 4) != 1:
-        raise layer.fail(f"edge converts 2-D convolutions over N x C x H x W (axis 1), not shape {list(layer.shapes[0])}")
+        raise layer.fail("edge converts 2-D convolutions over N x C x H x W (axis 1), "
+                         f"not shape {list(layer.shapes[0])}")
     return kernel, stride, pad, dilation
 
 
@@ -174,7 +175,8 @@ def convolution(g: Graph, layer: Layer) -> Output:
     if min(size) <= 0:
         raise layer.fail(f"the {h} x {w} input is smaller than the {kernel} kernel")
     blobs = layer.weights(2 if p.bias_term else 1)
-    inputs = [layer.inputs[0], g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], (out_c, c // group, *kernel), "weight"))]
+    inputs = [layer.inputs[0],
+              g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], (out_c, c // group, *kernel), "weight"))]
     if p.bias_term:
         inputs.append(g.const(f"{layer.param.name}/bias", layer.fit(blobs[1], (out_c,), "bias")))
     y = g.node("Conv", inputs, layer.top, kernel_shape=list(kernel), strides=list(stride), pads=[*pad, *pad],
@@ -183,7 +185,8 @@ def convolution(g: Graph, layer: Layer) -> Output:
 
 
 def deconvolution(g: Graph, layer: Layer) -> Output:
-    """Convolution's backward pass: out = stride (in - 1) + dilation (k - 1) + 1 - 2 pad; W is (C_in, O / group, kh, kw)."""
+    """Convolution's backward pass: out = stride (in - 1) + dilation (k - 1) + 1 - 2 pad;
+    W is (C_in, O / group, kh, kw)."""
     layer.bottoms(1)
     p = layer.param.convolution_param
     kernel, stride, pad, dilation = _conv_geometry(layer, p)
@@ -193,7 +196,8 @@ def deconvolution(g: Graph, layer: Layer) -> Output:
     if min(size) <= 0:
         raise layer.fail(f"pad {pad} leaves no output for the {h} x {w} input")
     blobs = layer.weights(2 if p.bias_term else 1)
-    inputs = [layer.inputs[0], g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], (c, out_c // group, *kernel), "weight"))]
+    inputs = [layer.inputs[0],
+              g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], (c, out_c // group, *kernel), "weight"))]
     if p.bias_term:
         inputs.append(g.const(f"{layer.param.name}/bias", layer.fit(blobs[1], (out_c,), "bias")))
     y = g.node("ConvTranspose", inputs, layer.top, kernel_shape=list(kernel), strides=list(stride),
@@ -354,7 +358,8 @@ def power(g: Graph, layer: Layer) -> Output:
     if not steps:
         return [(g.node("Identity", [x], top), layer.shapes[0])]
     for i, (op, value) in enumerate(steps):
-        x = g.node(op, [x, _scalar(g, f"{name}/{op.lower()}", value)], top if i == len(steps) - 1 else f"{top}/{op.lower()}")
+        x = g.node(op, [x, _scalar(g, f"{name}/{op.lower()}", value)],
+                   top if i == len(steps) - 1 else f"{top}/{op.lower()}")
     return [(x, layer.shapes[0])]
 
 
@@ -483,7 +488,8 @@ def eltwise(g: Graph, layer: Layer) -> Output:
     terms = list(layer.inputs)
     for i, coeff in enumerate(coeffs):
         if coeff != 1:
-            terms[i] = g.node("Mul", [terms[i], _scalar(g, f"{layer.param.name}/coeff{i}", coeff)], f"{layer.top}/term{i}")
+            terms[i] = g.node("Mul", [terms[i], _scalar(g, f"{layer.param.name}/coeff{i}", coeff)],
+                              f"{layer.top}/term{i}")
     y = terms[0]
     for i, term in enumerate(terms[1:], start=2):
         y = g.node(op, [y, term], layer.top if i == len(terms) else f"{layer.top}/partial{i}")
@@ -591,7 +597,8 @@ def reshape(g: Graph, layer: Layer) -> Output:
         raise layer.fail(f"cannot reshape {list(shape)} ({total} values) to {out}")
     if start == 0 and dims and dims[0] != 0:
         raise layer.fail("reshapes the batch axis, which edge keeps as it is")
-    return [(g.node("Reshape", [layer.inputs[0], g.ints(f"{layer.param.name}/shape", [0, *out[1:]])], layer.top), tuple(out))]
+    return [(g.node("Reshape", [layer.inputs[0], g.ints(f"{layer.param.name}/shape", [0, *out[1:]])], layer.top),
+             tuple(out))]
 
 
 def softmax(g: Graph, layer: Layer) -> Output:
@@ -643,7 +650,8 @@ def fold_scale_into_batch_norm(graph: onnx.GraphProto, ranks: dict[str, int]) ->
         if tensor in outputs or len(nodes) != 1 or nodes[0].op_type != op or nodes[0].input[0] != tensor:
             return None
         constant = constants.get(nodes[0].input[1])
-        if constant is None or not constant.dims or constant.dims[0] != channels or any(d != 1 for d in constant.dims[1:]):
+        if (constant is None or not constant.dims or constant.dims[0] != channels
+                or any(d != 1 for d in constant.dims[1:])):
             return None
         if len(constant.dims) != rank - 1:  # (C, 1) on N x C x H x W is per row, not per channel
             return None
@@ -701,7 +709,8 @@ def build_graph(net: Net, weights: Weights, prototxt: Path, caffemodel: Path) ->
             if top not in available:
                 available.append(top)
     if len(available) != 1:
-        raise EdgeError(f"{prototxt}: expected one net output, found {len(available)}: {', '.join(available) or 'none'}")
+        raise EdgeError(f"{prototxt}: expected one net output, found {len(available)}: "
+                        f"{', '.join(available) or 'none'}")
     output_blob = available[0]
     output, output_shape = current[output_blob]
     output = _name_output(g, output, output_blob, input_name)

@@ -63,7 +63,9 @@ MESSAGES: dict[str, list[tuple]] = {
         ("shape", 7, "?", "BlobShape", None), ("double_data", 8, "*", "double", None),
         ("double_diff", 9, "*", "double", None),
     ],
-    "NetState": [("phase", 1, "?", "Phase", "TEST"), ("level", 2, "?", "int32", None), ("stage", 3, "*", "string", None)],
+    "NetState": [
+        ("phase", 1, "?", "Phase", "TEST"), ("level", 2, "?", "int32", None), ("stage", 3, "*", "string", None),
+    ],
     "NetStateRule": [
         ("phase", 1, "?", "Phase", None), ("min_level", 2, "?", "int32", None), ("max_level", 3, "?", "int32", None),
         ("stage", 4, "*", "string", None), ("not_stage", 5, "*", "string", None),
@@ -88,11 +90,13 @@ MESSAGES: dict[str, list[tuple]] = {
         ("weight_filler", 7, "?", "FillerParameter", None), ("bias_filler", 8, "?", "FillerParameter", None),
         ("pad_h", 9, "?", "uint32", "0"), ("pad_w", 10, "?", "uint32", "0"), ("kernel_h", 11, "?", "uint32", None),
         ("kernel_w", 12, "?", "uint32", None), ("stride_h", 13, "?", "uint32", None),
-        ("stride_w", 14, "?", "uint32", None), ("engine", 15, "?", "Engine", "DEFAULT"), ("axis", 16, "?", "int32", "1"),
-        ("force_nd_im2col", 17, "?", "bool", "false"), ("dilation", 18, "*", "uint32", None),
+        ("stride_w", 14, "?", "uint32", None), ("engine", 15, "?", "Engine", "DEFAULT"),
+        ("axis", 16, "?", "int32", "1"), ("force_nd_im2col", 17, "?", "bool", "false"),
+        ("dilation", 18, "*", "uint32", None),
     ],
     "PoolingParameter": [
-        ("pool", 1, "?", "PoolMethod", "MAX"), ("kernel_size", 2, "?", "uint32", None), ("stride", 3, "?", "uint32", "1"),
+        ("pool", 1, "?", "PoolMethod", "MAX"), ("kernel_size", 2, "?", "uint32", None),
+        ("stride", 3, "?", "uint32", "1"),
         ("pad", 4, "?", "uint32", "0"), ("kernel_h", 5, "?", "uint32", None), ("kernel_w", 6, "?", "uint32", None),
         ("stride_h", 7, "?", "uint32", None), ("stride_w", 8, "?", "uint32", None), ("pad_h", 9, "?", "uint32", "0"),
         ("pad_w", 10, "?", "uint32", "0"), ("engine", 11, "?", "Engine", "DEFAULT"),
@@ -140,7 +144,9 @@ MESSAGES: dict[str, list[tuple]] = {
     "SliceParameter": [
         ("slice_dim", 1, "?", "uint32", "1"), ("slice_point", 2, "*", "uint32", None), ("axis", 3, "?", "int32", "1"),
     ],
-    "PowerParameter": [("power", 1, "?", "float", "1"), ("scale", 2, "?", "float", "1"), ("shift", 3, "?", "float", "0")],
+    "PowerParameter": [
+        ("power", 1, "?", "float", "1"), ("scale", 2, "?", "float", "1"), ("shift", 3, "?", "float", "0"),
+    ],
     "ELUParameter": [("alpha", 1, "?", "float", "1")],
     "SigmoidParameter": [("engine", 1, "?", "Engine", "DEFAULT")],
     "TanHParameter": [("engine", 1, "?", "Engine", "DEFAULT")],
@@ -178,8 +184,9 @@ MESSAGES["V1LayerParameter"] = [
 ] + [(name, v1, "?", kind, None) for name, _, v1, kind in _LAYER_PARAMS if v1 is not None]
 MESSAGES["NetParameter"] = [
     ("name", 1, "?", "string", None), ("layers", 2, "*", "V1LayerParameter", None), ("input", 3, "*", "string", None),
-    ("input_dim", 4, "*", "int32", None), ("force_backward", 5, "?", "bool", "false"), ("state", 6, "?", "NetState", None),
-    ("debug_info", 7, "?", "bool", "false"), ("input_shape", 8, "*", "BlobShape", None),
+    ("input_dim", 4, "*", "int32", None), ("force_backward", 5, "?", "bool", "false"),
+    ("state", 6, "?", "NetState", None), ("debug_info", 7, "?", "bool", "false"),
+    ("input_shape", 8, "*", "BlobShape", None),
     ("layer", 100, "*", "LayerParameter", None),
 ]
 
@@ -218,7 +225,8 @@ def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
 
 _pool = descriptor_pool.DescriptorPool()
 _pool.Add(_file_descriptor())
-_classes = {name: message_factory.GetMessageClass(_pool.FindMessageTypeByName(f"edge_caffe.{name}")) for name in MESSAGES}
+_classes = {name: message_factory.GetMessageClass(_pool.FindMessageTypeByName(f"edge_caffe.{name}"))
+            for name in MESSAGES}
 
 NetParameter = _classes["NetParameter"]
 LayerParameter = _classes["LayerParameter"]

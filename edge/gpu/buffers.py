@@ -99,7 +99,7 @@ class GpuContext:
             _PRIMARY_CONTEXTS[index] = self.device.retain_primary_context()
         self.context = _PRIMARY_CONTEXTS[index]
 
-    def __enter__(self) -> "GpuContext":
+    def __enter__(self) -> GpuContext:
         self.context.push()
         return self
 

@@ -21,8 +21,9 @@ Compilation: pycuda's SourceModule runs nvcc once for this source, these options
 and keeps the cubin in its on-disk cache (keyed by the source text, which has no #include, the options with the
 architecture, and `nvcc --version`), so later processes skip the compile but still run nvcc for that version.
 So nvcc must be found on every start: on PATH, else in /usr/local/cuda/bin, where JetPack installs it and which a
-systemd service's PATH leaves out. Within one process the loaded function is kept per device (its PCI bus id) in `_FUNCTIONS`; edge always works in the device's primary context (the one the
-CUDA runtime, TensorRT and PyTorch use), so one device means one context.
+systemd service's PATH leaves out. Within one process the loaded function is kept per device (its PCI bus id) in
+`_FUNCTIONS`; edge always works in the device's primary context (the one the CUDA runtime, TensorRT and PyTorch
+use), so one device means one context.
 """
 
 from __future__ import annotations

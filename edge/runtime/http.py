@@ -122,7 +122,7 @@ class JetsonStats:
         self.client = client
 
     @classmethod
-    def start(cls) -> "JetsonStats | None":
+    def start(cls) -> JetsonStats | None:
         from ..telemetry import availability
 
         usable, note = availability()
@@ -149,7 +149,8 @@ class JetsonStats:
             return []
         out = []
         if sample["power_mw"] is not None:
-            out += ["# HELP edge_jetson_power_watts Board power (jetson-stats).", "# TYPE edge_jetson_power_watts gauge",
+            out += ["# HELP edge_jetson_power_watts Board power (jetson-stats).",
+                    "# TYPE edge_jetson_power_watts gauge",
                     f"edge_jetson_power_watts {sample['power_mw'] / 1000.0:.3f}"]
         if sample["gpu_load_percent"] is not None:
             out += ["# HELP edge_jetson_gpu_load_percent GPU load (jetson-stats).",

@@ -47,9 +47,10 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -181,7 +182,7 @@ class FrameQueue:
 
 class Loop:
     def __init__(self, source: Source, executor: Executor, results, sinks: Sequence[Sink], batch: int = 1,
-                 timings: Sequence[StageTimes] = (), on_tick: Callable[["Loop"], None] | None = None,
+                 timings: Sequence[StageTimes] = (), on_tick: Callable[[Loop], None] | None = None,
                  annotate=None):
         self.source, self.executor, self.results, self.sinks = source, executor, results, list(sinks)
         self.annotate = annotate  # an AnnotatedVideo (sinks.py), or None

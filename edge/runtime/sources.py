@@ -83,7 +83,7 @@ class Source:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         self.open()
         return self
 
@@ -265,7 +265,8 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
             raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
         return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
     if scheme in STREAM_SCHEMES:
-        timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
+        timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
         return Capture(redact(uri), uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
     if scheme not in ("", "file"):
         raise EdgeError(f"{uri}: unknown input scheme {scheme}:// (csi, gst, v4l2, {', '.join(STREAM_SCHEMES)}, "
