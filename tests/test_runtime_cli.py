@@ -125,6 +125,9 @@ def test_a_stream_killed_and_restarted_five_times_is_reconnected_five_times(tiny
         return subprocess.Popen([sys.executable, str(SUPPORT), str(stream_port)])
 
     server = start_server()
+    # Listening before edge starts: a first open that fails and is retried would count as a reconnect too.
+    wait_for(lambda: socket.create_connection(("127.0.0.1", stream_port), timeout=1).close() is None, 30,
+             "the stream server")
     edge = subprocess.Popen(EDGE + ["run", tiny, "--input", f"http://127.0.0.1:{stream_port}/", "--output", "/dev/null",
                                     "--http", f"127.0.0.1:{http_port}"], stderr=subprocess.PIPE, text=True)
     try:
