@@ -5,10 +5,11 @@
     workers1-spin  the same with the pool's idle threads spin-waiting (ONNX Runtime's own default)
 
 The source is test:// at 640x480 and 30 fps (paced like a camera), the model EfficientNet-Lite0 from ../shared
-(else the tests' tiny classifier). Each configuration runs `edge run`'s own Loop in this process for --seconds;
-latency is capture to result (the loop's "latency" stage), CPU is this process's user + system time over the
-run divided by the frames classified, which is what a Jetson pays in power for each frame. Configurations are
-interleaved round by round so that other load on the machine hits them alike; medians over the rounds.
+(else the tests' tiny classifier), imported as benchmarks/run_throughput.py does. Each configuration runs
+`edge run`'s own Loop in this process for --seconds; latency is capture to result (the loop's "latency" stage),
+CPU is this process's user + system time over the run divided by the frames classified, which is what a Jetson
+pays in power for each frame. Configurations are interleaved round by round so that other load on the machine
+hits them alike; medians over the rounds.
 
     python benchmarks/run_latency.py [--seconds 8] [--rounds 3] [--json]
 """
@@ -18,32 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT / "tests"))
+from run_throughput import model_folder  # the same model as the throughput benchmark, imported the same way
 
 CONFIGS = ("default", "workers1", "workers1-spin")
-
-
-def model_folder(workdir: Path) -> tuple[Path, str]:
-    from edge.importer import PreprocessOptions, import_model
-
-    onnx_path = SHARED / "models" / "efficientnet_lite0" / "model.onnx"
-    if onnx_path.is_file():
-        options = PreprocessOptions(resize="shorter", resize_size=256, color="rgb", mean_values=(127, 127, 127),
-                                    scale=1 / 128)
-        return import_model(onnx_path, repo=workdir, options=options), "EfficientNet-Lite0"
-    from tiny_models import tiny_classifier
-
-    return import_model(tiny_classifier(workdir / "tiny.onnx", size=32), repo=workdir), "tiny (no ../shared)"
 
 
 def load(folder: Path, config: str):

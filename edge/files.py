@@ -32,10 +32,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_text_lines(path: str | os.PathLike) -> list[str]:
-    """The lines of a UTF-8 text file, or a one-line EdgeError naming it."""
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents, or a one-line EdgeError naming it."""
     try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line
-        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+        return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise EdgeError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -44,6 +44,10 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
         raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise EdgeError(f"{path}: not a UTF-8 text file") from None
+
+
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    return read_text(path).splitlines()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -94,12 +98,6 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
 def read_toml(path: Path) -> dict:
     """A TOML file's top-level table; a missing, unreadable or malformed file is a one-line EdgeError naming it."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except OSError as e:
-        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise EdgeError(f"{path}: not a UTF-8 text file") from None
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise EdgeError(f"{path}: not valid TOML: {e}") from None
