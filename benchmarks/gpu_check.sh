@@ -60,7 +60,7 @@ else
     mkdir -p /tmp/pycuda-src /tmp/pycuda-libcuda
     tar -xzf "$CARRY"/pycuda-*.tar.gz -C /tmp/pycuda-src --strip-components=1
     # Linking needs an unversioned libcuda.so: the toolkit's stub if it has one, else the driver's libcuda.so.1.
-    libcuda=$(ldconfig -p | awk '$1 == "libcuda.so.1" {print $NF; exit}')
+    libcuda=$(ldconfig -p | awk '$1 == "libcuda.so.1" && !found {print $NF; found = 1}')
     [[ -n "$libcuda" ]] && ln -sf "$libcuda" /tmp/pycuda-libcuda/libcuda.so
     # Without cuRAND, which edge does not use and whose headers not every toolkit has (pycuda builds it by default).
     (cd /tmp/pycuda-src && python3 configure.py --cuda-root=/usr/local/cuda --no-cuda-enable-curand \
