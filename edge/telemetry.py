@@ -8,6 +8,7 @@ None and a one-line reason instead of failing. The client talks to the root serv
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -33,10 +34,12 @@ def summarize(samples: list[dict]) -> dict:
     """Samples of {"power_mw", "gpu_load_percent", "temperatures_c": {sensor: C}, "jetson_clocks", "nvpmodel"}
     -> means, maxima, and the clock settings (each setting seen, in order, when it changed during the run)."""
     summary: dict = {"samples": len(samples)}
-    clocks = list(dict.fromkeys(s["jetson_clocks"] for s in samples if s.get("jetson_clocks") is not None))
+    # Each change, not each distinct value: on, off, on again must not read as "on then off"
+    clocks = [on for on, _ in itertools.groupby(s["jetson_clocks"] for s in samples
+                                                if s.get("jetson_clocks") is not None)]
     if clocks:
         summary["jetson_clocks"] = " then ".join("on" if on else "off" for on in clocks)
-    modes = list(dict.fromkeys(s["nvpmodel"] for s in samples if s.get("nvpmodel") is not None))
+    modes = [mode for mode, _ in itertools.groupby(s["nvpmodel"] for s in samples if s.get("nvpmodel") is not None)]
     if modes:
         summary["nvpmodel"] = " then ".join(modes)
     power = [s["power_mw"] for s in samples if s.get("power_mw") is not None]

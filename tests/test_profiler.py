@@ -200,6 +200,13 @@ def test_telemetry_records_the_clock_settings_and_the_report_flags_unlocked_cloc
     assert "jetson_clocks on, nvpmodel 15W" in format_report(result) and "sudo" not in format_report(result)
 
 
+def test_telemetry_names_every_change_of_the_clock_settings_in_order():
+    samples = [{"jetson_clocks": on, "nvpmodel": mode} for on, mode in
+               ((True, "MAXN"), (False, "MAXN"), (False, "15W"), (True, "MAXN"))]
+    summary = telemetry.summarize(samples)
+    assert (summary["jetson_clocks"], summary["nvpmodel"]) == ("on then off then on", "MAXN then 15W then MAXN")
+
+
 def test_telemetry_without_jetson_stats_is_none_with_a_reason():
     try:
         import jtop  # noqa: F401
