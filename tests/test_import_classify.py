@@ -364,3 +364,18 @@ def test_text_files_with_a_byte_order_mark_read_like_any_other(tiny, repo, image
     capsys.readouterr()
     assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json") == 0
     assert json.loads(capsys.readouterr().out)["n"] == 1
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_behind(tiny, repo, monkeypatch, capsys):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() and fsync() raise it: no file name
+
+    edge("import", tiny, "--repo", repo)
+    capsys.readouterr()
+    monkeypatch.setattr(os, "fsync", full)
+    before = sorted(p.name for p in (repo / "tiny").iterdir())
+    assert_refused(capsys, edge("fp16", repo / "tiny"), f"{repo / 'tiny' / 'model.fp16.onnx'}: No space left on device")
+    assert sorted(p.name for p in (repo / "tiny").iterdir()) == before
