@@ -8,16 +8,16 @@ builds and listens on its stage-timing hook. Each memory mode is run twice:
                 from capture start to result written (the report shows how closely: "coverage"). The profiler
                 adds one stage of its own, "queue": the hand-off of a frame from the capture thread to the loop.
                 Gives "fps without overlap" (frames / the run's wall time).
-    overlapped  the loop exactly as `edge run` runs it (capture thread alongside inference). Gives "fps with
-                overlap".
+    overlapped  the loop exactly as `edge run` runs it (capture thread alongside inference; on the GPU path two
+                frames in flight, frame N+1's upload and preprocessing overlapping frame N's compute). Gives "fps
+                with overlap".
 
 Host stages are timed with time.perf_counter (monotonic); on the GPU path upload, preprocess, compute and
-download come from CUDA events recorded around each operation (edge/gpu/pipeline.py). The Loop hands its
-executor one batch at a time, so on the GPU path the overlapped run overlaps capture with the GPU work, not one
-frame's upload with the previous frame's compute; that stream-level double buffering is GpuPipeline with two
-slots, measured by benchmarks/gpu_profile.py. Without CUDA (or with a
-backend that runs on the host, such as ONNX Runtime) the host path is profiled: capture, queue, preprocess,
-compute, postprocess, sink, and the report says so.
+download come from CUDA events recorded around each operation (edge/gpu/pipeline.py). Both runs use the same
+executor; in the serial run no next frame is waiting when a frame starts (the capture thread is held), and the
+Loop collects a frame as soon as none is, so on the GPU path too it has one frame in flight at a time. Without
+CUDA (or with a backend that runs on the host, such as ONNX Runtime) the host path is profiled: capture, queue,
+preprocess, compute, postprocess, sink, and the report says so.
 
 JSON (`--json`), schema "edge.profile/1":
     {"schema": "edge.profile/1", "model": str, "input": str, "frame": [height, width], "backend": str,
@@ -490,7 +490,7 @@ def _profile_gpu(model, memory: str | None, make_source, warmup: int, frames: in
         runs = []
         for mode in modes:
             def make_executor(recorder, mode=mode):
-                return GpuExecutor(model, engine, mode, recorders=[recorder])
+                return GpuExecutor(model, engine, mode, recorders=[recorder], slots=2)  # as edge run makes it
 
             run, frame_size = profile_run(mode, make_source, make_executor, model, warmup, frames,
                                           tuple(f"gpu:{s}" if s in DEVICE_STAGES else s for s in GPU_STAGES))

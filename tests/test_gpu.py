@@ -186,6 +186,48 @@ def test_collecting_frame_n_neither_waits_for_nor_times_frame_n_plus_1(gpu, mode
     assert np.abs(np.concatenate([first, second]) - expected).max() <= tolerance(LITE0)
 
 
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_the_loop_on_a_double_buffered_executor_returns_each_frame_of_a_file_in_order(gpu, mode):
+    """`edge run`'s Loop with two batches in flight on real streams: frame N+1 is copied into the other slot's
+    page-locked memory and uploaded while frame N's (slow) engine runs, and each frame still gets its own output."""
+    import time
+    from types import SimpleNamespace
+
+    from edge.gpu.pipeline import GpuExecutor
+    from edge.runtime.loop import Loop
+    from edge.runtime.sources import Frame
+
+    if mode == "mapped" and not gpu.facts.can_map_host_memory:
+        pytest.skip("this device cannot map host memory")
+    frames = np.random.default_rng().integers(0, 256, (7, 480, 640, 3), dtype=np.uint8)
+
+    class Video:
+        live, uri = False, "video.mp4"
+
+        def __init__(self):
+            self.images = iter(frames)
+
+        def open(self):
+            pass
+
+        def read(self):
+            image = next(self.images, None)
+            return None if image is None else Frame(image, time.time())
+
+        def close(self):
+            pass
+
+    model = SimpleNamespace(card=SimpleNamespace(batch=0, probabilities=True), preprocess=LITE0, folder="identity")
+    executor = GpuExecutor(model, SlowIdentityEngine(LITE0, 20.0), mode, slots=2)
+    assert executor.in_flight == 2
+    outputs = []
+    rows = SimpleNamespace(make=lambda frame, output: outputs.append(output.copy()), encode=lambda row: "")
+    sink = SimpleNamespace(write=lambda line: None, flush=lambda: None, close=lambda: None)
+    assert Loop(Video(), executor, rows, [sink]).run() == "end"
+    expected = reference(frames, LITE0).reshape(len(frames), -1)
+    assert np.abs(np.stack(outputs) - expected).max() <= tolerance(LITE0)
+
+
 def test_batched_submit(gpu):
     from edge.gpu.pipeline import GpuPipeline
 

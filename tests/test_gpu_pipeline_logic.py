@@ -1,5 +1,6 @@
 """GpuPipeline's orchestration without a GPU: pycuda.driver is replaced by a small simulation of CUDA's ordering
-rules, so that slot reuse, cross-stream waits, event timings and the end of a finite source are checked on the CPU.
+rules, so that slot reuse, cross-stream waits, event timings, the end of a finite source and the Loop's two batches
+in flight (GpuExecutor with two slots) are checked on the CPU.
 
 The simulation (FakeCuda) is as late as CUDA allows with data and as early as it allows with time:
 - an operation queued on a stream changes memory only when the host synchronizes on something that depends on it
@@ -16,6 +17,7 @@ No GPU result is claimed here: tests/test_gpu.py runs the same pipeline on a dev
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import types
 from types import SimpleNamespace
@@ -353,22 +355,50 @@ def test_a_partial_batch_uploads_its_own_frames_into_the_full_batchs_buffers(cud
     assert cuda.device_allocations == allocations, "a batch of another size reallocated the frame buffers"
 
 
-@pytest.mark.parametrize("fixed_batch, loop_batch", [(0, 3), (4, 4), (4, 1)])
-def test_the_loop_on_the_gpu_executor_classifies_every_frame_of_a_file_once_in_order(cuda, fixed_batch, loop_batch):
-    """7 frames: the last batch is partial; a fixed-batch engine gets it padded, and the padding's rows are dropped."""
-    from edge.gpu.pipeline import GpuExecutor
+class Video:
+    """A video file of numbered frames (1, 2, ...): the part of edge.runtime.sources.Source that the Loop uses."""
+
+    live, uri = False, "video.mp4"
+
+    def __init__(self, frames: int):
+        self.frames = iter(numbered(*range(1, frames + 1)))
+
+    def open(self) -> None:
+        pass
+
+    def read(self):
+        from edge.runtime.sources import Frame
+
+        image = next(self.frames, None)
+        return None if image is None else Frame(image, time.time())
+
+    def close(self) -> None:
+        pass
+
+
+def trace(pipeline, traced: list, after_submit=lambda: None) -> None:
+    """Note ("submit", first frame's number) and ("collect", its number) in `traced` as the pipeline sees them."""
+    submit, collect = pipeline.submit, pipeline.collect
+
+    def traced_submit(images):
+        submit(images)
+        traced.append(("submit", int(images[0][0, 0, 0])))
+        after_submit()
+
+    def traced_collect():
+        output, times = collect()
+        traced.append(("collect", int(output[0, 0])))
+        return output, times
+
+    pipeline.submit, pipeline.collect = traced_submit, traced_collect
+
+
+def run_loop(executor, frames: int = 7, batch: int = 1, on_tick=None, traced=None):
+    """The real Loop over a Video of `frames` frames on `executor`: (reason, rows written), each row (frame index,
+    the number the engine saw, the batch it ran in). With `traced`, the pipeline is traced, and each submit waits
+    until the capture thread has the next frame queued (or the video has ended), so that what the Loop does next
+    does not hang on which thread runs first."""
     from edge.runtime.loop import Loop
-    from edge.runtime.sources import Frame, Source
-
-    class Video(Source):
-        uri = "video.mp4"
-
-        def __init__(self):
-            self.frames = iter(numbered(*range(1, 8)))
-
-        def read(self):
-            image = next(self.frames, None)
-            return None if image is None else Frame(image, time.time())
 
     class Rows:
         def make(self, frame, probabilities):
@@ -378,12 +408,176 @@ def test_the_loop_on_the_gpu_executor_classifies_every_frame_of_a_file_once_in_o
             return result
 
     written = []
-    engine = NumberingEngine()
+    sink = SimpleNamespace(write=written.append, flush=lambda: None, close=lambda: None)
+    loop = Loop(Video(frames), executor, Rows(), [sink], batch=batch, on_tick=on_tick)
+
+    def until_the_next_frame_is_queued():
+        deadline = time.monotonic() + 5.0
+        while not (loop.queue.frames or loop.queue.finished) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    if traced is not None:
+        trace(executor.pipeline, traced, until_the_next_frame_is_queued)
+    return loop.run(), written
+
+
+def gpu_executor(mode, engine, fixed_batch=0, batch=1, slots=2, recorders=()):
+    from edge.gpu.pipeline import GpuExecutor
+
     model = SimpleNamespace(card=SimpleNamespace(batch=fixed_batch, probabilities=True), preprocess=SPEC,
                             folder="engines/tiny")
-    executor = GpuExecutor(model, engine, "pinned", batch=loop_batch)
-    sink = SimpleNamespace(write=written.append, flush=lambda: None, close=lambda: None)
-    assert Loop(Video(), executor, Rows(), [sink], batch=loop_batch).run() == "end"
+    return GpuExecutor(model, engine, mode, recorders=recorders, batch=batch, slots=slots)
+
+
+@pytest.mark.parametrize("mode", ["pageable", "pinned", "mapped"])
+@pytest.mark.parametrize("slots", [1, 2])
+@pytest.mark.parametrize("fixed_batch, loop_batch", [(0, 3), (4, 4), (4, 1)])
+def test_the_loop_on_the_gpu_executor_classifies_every_frame_of_a_file_once_in_order(cuda, mode, slots,
+                                                                                      fixed_batch, loop_batch):
+    """7 frames: the last batch is partial; a fixed-batch engine gets it padded, and the padding's rows are dropped."""
+    engine = NumberingEngine()
+    reason, written = run_loop(gpu_executor(mode, engine, fixed_batch, loop_batch, slots), batch=loop_batch)
+    assert reason == "end"
     assert [(index, number) for index, number, _ in written] == [(i, i + 1) for i in range(7)]
     ran_in = {batch for _, _, batch in written}
     assert ran_in == ({fixed_batch} if fixed_batch else {loop_batch, 7 % loop_batch})
+    assert engine.computed == sorted(engine.computed)  # the engine ran them in order too (with any padding)
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_the_loop_submits_frame_n_plus_1_before_it_collects_frame_n(cuda, mode):
+    """Double buffering in the Loop: with frames waiting, the next is queued (its upload, or mapped its kernel,
+    behind nothing of frame N's) before frame N's result is waited for, so the kernels run under the engines."""
+    traced = []
+    reason, written = run_loop(gpu_executor(mode, NumberingEngine()), traced=traced)
+    assert reason == "end" and [number for _, number, _ in written] == list(range(1, 8))
+    assert traced == [("submit", 1), ("submit", 2), ("collect", 1), ("submit", 3), ("collect", 2),
+                      ("submit", 4), ("collect", 3), ("submit", 5), ("collect", 4), ("submit", 6), ("collect", 5),
+                      ("submit", 7), ("collect", 6), ("collect", 7)]
+    # Device time: the first kernel, then the seven engines back to back (each later kernel ran under an engine)
+    assert cuda.host_ms == pytest.approx(KERNEL_MS + 7 * ENGINE_MS, abs=0.1)
+
+
+@pytest.mark.parametrize("mode", ["pageable", "pinned", "mapped"])
+def test_one_slot_or_pageable_memory_keeps_one_frame_in_flight(cuda, mode):
+    """The serial path (and pageable memory, whose copies are synchronous): each frame collected before the next."""
+    traced = []
+    slots = 2 if mode == "pageable" else 1
+    assert run_loop(gpu_executor(mode, NumberingEngine(), slots=slots), traced=traced)[0] == "end"
+    assert traced == [(step, n) for n in range(1, 8) for step in ("submit", "collect")]
+    assert cuda.host_ms == pytest.approx(7 * (KERNEL_MS + ENGINE_MS), abs=0.1)
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_gpu_stage_times_stay_per_batch_with_two_in_flight(cuda, mode):
+    """Each batch's gpu:* times come from its own slot's events: no batch's compute counts another's engine."""
+
+    class Recorder:
+        def __init__(self):
+            self.seen: dict[str, list[float]] = {}
+
+        def record(self, stage, seconds):
+            self.seen.setdefault(stage, []).append(seconds * 1000.0)
+
+    recorder = Recorder()
+    assert run_loop(gpu_executor(mode, NumberingEngine(), recorders=[recorder]), traced=[])[0] == "end"
+    assert recorder.seen["gpu:compute"] == pytest.approx([ENGINE_MS] * 7)
+    assert recorder.seen["gpu:preprocess"] == pytest.approx([KERNEL_MS] * 7)
+    assert all(ms < 0.1 for ms in recorder.seen["gpu:download"]), recorder.seen["gpu:download"]
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_a_stop_with_two_batches_in_flight_writes_both(cuda, mode):
+    engine = NumberingEngine()
+    executor = gpu_executor(mode, engine)
+
+    def stop_with_two_in_flight(loop):
+        if len(executor.pipeline.in_flight) == 2:
+            loop.stop.set()
+
+    reason, written = run_loop(executor, frames=50, on_tick=stop_with_two_in_flight, traced=[])
+    assert reason == "stopped"
+    assert engine.calls == len(written) < 50  # every batch submitted was written, and the stop came mid-stream
+    assert [(index, number) for index, number, _ in written] == [(i, i + 1) for i in range(len(written))]
+    assert not executor.pipeline.in_flight
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_a_failing_submit_on_the_executor_leaves_the_other_slot_and_the_next_batch_intact(cuda, mode):
+    executor = gpu_executor(mode, NumberingEngine(fail_on_call=2))
+    first = executor.preprocess(numbered(1))
+    with pytest.raises(EdgeError, match="could not be enqueued"):
+        executor.preprocess(numbered(2))
+    third = executor.preprocess(numbered(3))
+    assert executor.compute(first)[0, 0] == 1 and executor.compute(third)[0, 0] == 3
+    assert not executor.pipeline.in_flight
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_a_live_source_on_two_slots_writes_each_kept_frame_once_in_order_and_every_started_one_on_stop(cuda, mode):
+    """A camera faster than the loop: when a newer frame has arrived by the time a batch is queued (here during its
+    2 ms submit, as a 1080p frame's copy into page-locked memory can take), it is submitted before the older one is
+    collected; frames the loop has no room for are dropped for newer ones."""
+    from edge.runtime.loop import Loop
+    from edge.runtime.sources import SourceError
+
+    class Camera(Video):
+        """Frames 1 to 255 (a frame's number is its first byte), one a millisecond, then a camera gone away."""
+
+        live = True
+
+        def __init__(self):
+            super().__init__(255)
+            self.read_so_far = 0
+
+        def read(self):
+            time.sleep(0.001)
+            frame = super().read()
+            if frame is None:
+                raise SourceError("the camera has gone away")
+            self.read_so_far += 1
+            return frame
+
+    engine, camera, written, traced = NumberingEngine(), Camera(), [], []
+    executor = gpu_executor(mode, engine)
+    trace(executor.pipeline, traced, after_submit=lambda: time.sleep(0.002))
+    sink = SimpleNamespace(write=written.append, flush=lambda: None, close=lambda: None)
+    rows = SimpleNamespace(make=lambda frame, p: (frame.index, int(p[0])), encode=lambda row: row)
+    loop = Loop(camera, executor, rows, [sink])
+    threading.Timer(0.2, loop.stop.set).start()
+    assert loop.run() == "stopped"
+    assert [index for index, _ in written] == list(range(len(written))) and len(written) > 10
+    numbers = [number for _, number in written]
+    assert numbers == sorted(set(numbers))  # the newest kept, none twice, none out of order
+    assert engine.calls == len(written)  # nothing submitted was left unwritten
+    assert loop.stats.dropped > 0 and loop.stats.frames + loop.stats.dropped <= camera.read_so_far
+    position = {event: i for i, event in enumerate(traced)}
+    assert any(position["submit", later] < position["collect", earlier] for earlier, later in zip(numbers, numbers[1:]))
+
+
+def test_a_failing_submit_stops_the_loop_with_the_error(cuda):
+    with pytest.raises(EdgeError, match="could not be enqueued"):
+        run_loop(gpu_executor("pinned", NumberingEngine(fail_on_call=4)))
+
+
+@pytest.mark.parametrize("mode", ["pinned", "mapped"])
+def test_the_profilers_serial_run_keeps_one_frame_in_flight_on_the_double_buffered_executor(cuda, mode):
+    """`edge profile` makes the executor as `edge run` does (two slots); its serial run holds the capture thread
+    until each frame is written, so every frame is collected before the next is submitted, and the per-stage
+    times are of one frame alone."""
+    from edge.profiler import _run_loop
+
+    traced = []
+
+    def make_executor(recorder):
+        executor = gpu_executor(mode, NumberingEngine(), recorders=[recorder])
+        assert executor.in_flight == 2
+        trace(executor.pipeline, traced)
+        return executor
+
+    model = SimpleNamespace(card=SimpleNamespace(classes=2), top=lambda probabilities, k: [])
+    recorder = _run_loop(lambda: Video(8), make_executor, model, warmup=2, frames=5, serial=True)
+    assert traced == [(step, n) for n in range(1, 8) for step in ("submit", "collect")]
+    assert recorder.loop.in_flight == 2  # the profiler's wrapper passes the slots on: the overlapped run uses them
+    assert recorder.measured("gpu:compute") == pytest.approx([ENGINE_MS] * 5)
+    assert recorder.measured("gpu:preprocess") == pytest.approx([KERNEL_MS] * 5)

@@ -191,10 +191,15 @@ class GpuPipeline:
 
 class GpuExecutor:
     """The Loop's executor protocol (edge/runtime/loop.py) on the GPU path: `preprocess` queues upload, kernel,
-    engine and download, `compute` waits for them and returns probabilities. The Loop runs one batch at a time,
-    so this uses one slot; the per-stage GPU times go to the same recorders as the Loop's, named "gpu:<stage>"."""
+    engine and download, `compute` waits for the oldest batch queued and returns its probabilities.
 
-    def __init__(self, model, engine: DeviceEngine, mode: str, recorders=(), batch: int = 1):
+    With `slots` = 2 the Loop keeps two batches in flight (`in_flight`), queuing batch N+1 before it collects batch
+    N: the double buffering of GpuPipeline. Pageable memory keeps one, since its synchronous copies would have
+    `preprocess` return with the batch already done (nothing overlaps) and a batch's result wait for the next's.
+    The per-stage GPU times of each batch, from its own slot's events, go to the same recorders as the Loop's,
+    named "gpu:<stage>"."""
+
+    def __init__(self, model, engine: DeviceEngine, mode: str, recorders=(), batch: int = 1, slots: int = 1):
         from ..model import softmax
 
         self.softmax = None if model.card.probabilities else softmax
@@ -204,7 +209,8 @@ class GpuExecutor:
         if self.fixed_batch and batch > self.fixed_batch:
             raise EdgeError(f"batch {batch}: on the GPU path {model.folder} runs batches of at most {self.fixed_batch}")
         self.batch = self.fixed_batch or batch
-        self.pipeline = GpuPipeline(model.preprocess, engine, mode, max_batch=self.batch, slots=1)
+        self.in_flight = 1 if mode == "pageable" else slots
+        self.pipeline = GpuPipeline(model.preprocess, engine, mode, max_batch=self.batch, slots=self.in_flight)
         self.recorders = list(recorders)
 
     def preprocess(self, images: list[np.ndarray]) -> int:
@@ -218,7 +224,7 @@ class GpuExecutor:
         return len(images)
 
     def compute(self, count: int) -> np.ndarray:
-        output, times = self.pipeline.collect()
+        output, times = self.pipeline.collect()  # the oldest batch: the Loop computes in the order it preprocessed
         for stage, ms in times.items():
             for recorder in self.recorders:
                 recorder.record(f"gpu:{stage}", ms / 1000.0)

@@ -9,7 +9,10 @@
 An executor with `workers` > 1 (CpuExecutor on ONNX Runtime: `edge run --workers`, by default one per core) has
 the preprocess and compute steps of several batches run at once on a pool of that many threads; the calling
 thread hands batches out in capture order and writes their results in that same order, so the output is the same
-as with one worker.
+as with one worker. An executor with `in_flight` > 1 (GpuExecutor on pinned or mapped memory) instead queues a
+batch's work in `preprocess` and waits for it in `compute`, all on the calling thread: the loop starts the next
+batch before it collects the oldest, so that while the engine computes batch N, batch N+1 is uploaded and
+preprocessed (double buffering, without threads).
 
 Live sources keep only the newest frames (latest wins; the queue counts what it dropped); files and folders
 block the capture thread instead, so they never drop. A live source that fails is reopened with backoff and
@@ -28,7 +31,9 @@ Hooks for the profiler and the GPU path (they wrap this same loop rather than ru
   probabilities (rows beyond N, from padding a fixed batch, are ignored). CpuExecutor below is the reference;
   a GPU executor replaces both steps (upload + kernel, then engine) and may record finer stages itself
   (e.g. "h2d", "d2h") through the same recorders. Without a `workers` attribute above 1 both run on the calling
-  thread, so a CUDA context made current there stays current.
+  thread, so a CUDA context made current there stays current. With `in_flight` > 1, `compute(prepared)` is called
+  in the order the batches were preprocessed, and the calling thread's "preprocess" and "compute" are the host's
+  time to queue a batch and to wait for its result; the executor's own stages tell the device's time.
 - Preparing ahead: an executor that also has `prepare(image) -> item` and `collate(items) -> prepared`
   (CpuExecutor does) gets, for files and folders only, each frame prepared on the capture thread as it is read,
   overlapping the previous batch's inference; the batch is then collated instead of preprocessed, and
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -191,6 +197,7 @@ class Loop:
         self.on_tick = on_tick
         self.stats = LoopStats()
         self.workers = getattr(executor, "workers", 1)
+        self.in_flight = getattr(executor, "in_flight", 1)  # batches the executor queues before one is collected
         # A live source keeps a batch per worker, so that every worker has the newest frames to start on.
         capacity = batch * self.workers if source.live else max(2 * batch, 4)
         self.queue = FrameQueue(capacity, latest_wins=source.live)
@@ -287,20 +294,28 @@ class Loop:
     def _classify(self) -> str:
         """Hand batches out in capture order and write their results in that order.
 
-        With one worker each batch is computed here before the next is taken. With more, up to `ahead` batches
-        are being computed at once; the oldest is written as soon as there is no new frame to start. Files keep
-        a second batch waiting per worker, so a worker that finishes early starts the next at once; live frames
-        never wait behind others (the queue, not the pool, is where they are dropped for newer ones)."""
+        Up to `ahead` batches are started and not yet written; the oldest is written as soon as there is no new
+        frame to start. With one worker and one batch in flight, `ahead` is 1: each batch is computed and written
+        before the next is taken. A pool of workers computes several at once, and files keep a second batch
+        waiting per worker, so a worker that finishes early starts the next at once. An executor with batches in
+        flight gets the next batch queued behind the oldest while the oldest is still on the device. Live frames
+        never wait behind others (the queue, not the pool or the executor, is where they are dropped for newer
+        ones): a live batch is written as soon as no newer frame is waiting. So a live source uses an executor's
+        second batch in flight only when a newer frame has arrived by the time a batch is queued (the loop is
+        behind the camera), and then queues that frame at once rather than after the older batch's result."""
         index, reason = 0, "stopped"
-        ahead = self.workers if self.source.live else 2 * self.workers
-        computing: collections.deque = collections.deque()  # (frames, future of their probabilities), oldest first
+        if self.workers > 1:
+            ahead = self.workers if self.source.live else 2 * self.workers
+        else:
+            ahead = self.in_flight
+        started: collections.deque = collections.deque()  # (frames, result() -> their probabilities), oldest first
         pool = ThreadPoolExecutor(self.workers, "edge-compute") if self.workers > 1 else contextlib.nullcontext()
         with pool:
             while not self.stop.is_set():
                 # (`queue.frames` is glanced at without its lock: a frame missed is taken on the next turn)
-                if computing and (len(computing) >= ahead or not self.queue.frames):
-                    frames, future = computing.popleft()
-                    self._write(frames, future.result())
+                if started and (len(started) >= ahead or not self.queue.frames):
+                    frames, result = started.popleft()
+                    self._write(frames, result())
                 else:
                     frames = self.queue.get_batch(self.batch, timeout=TICK_S)
                     if frames is None:  # the capture thread is done: the source ended, or it saw `stop` first
@@ -310,31 +325,37 @@ class Loop:
                         frame.index = index + offset
                     index += len(frames)
                     if frames and self.workers > 1:
-                        computing.append((frames, pool.submit(self._compute, frames)))
-                    elif frames:
-                        self._write(frames, self._compute(frames))
+                        started.append((frames, pool.submit(self._preprocess_and_compute, frames).result))
+                    elif frames:  # on this thread, where an executor with batches in flight queues the work now
+                        started.append((frames, functools.partial(self._compute, self._preprocess(frames))))
                 if self.on_tick is not None:
                     self.on_tick(self)
-            for frames, future in computing:  # batches already started are finished and written, even on stop
-                self._write(frames, future.result())
+            for frames, result in started:  # batches already started are finished and written, even on stop
+                self._write(frames, result())
         return reason
 
-    def _compute(self, frames: list[Frame]) -> np.ndarray:
-        """Probabilities for one batch; on a pool thread when the executor has several workers."""
-        t0 = time.perf_counter()
+    def _preprocess(self, frames: list[Frame]):
+        """The executor's input for one batch. Frames prepared ahead are collated in _compute instead: their
+        "preprocess" was recorded per frame on the capture thread."""
         if self.prepare_ahead:
-            prepared = self.executor.collate([frame.prepared for frame in frames])
-        else:
-            prepared = self.executor.preprocess([frame.image for frame in frames])
-        t1 = time.perf_counter()
+            return [frame.prepared for frame in frames]
+        start = time.perf_counter()
+        prepared = self.executor.preprocess([frame.image for frame in frames])
+        self._record("preprocess", time.perf_counter() - start)
+        return prepared
+
+    def _compute(self, prepared) -> np.ndarray:
+        """Probabilities for one batch (rows beyond its frames, from padding, are ignored)."""
+        start = time.perf_counter()
+        if self.prepare_ahead:
+            prepared = self.executor.collate(prepared)
         probabilities = self.executor.compute(prepared)
-        t2 = time.perf_counter()
-        if self.prepare_ahead:  # preprocess was recorded per frame on the capture thread
-            self._record("compute", t2 - t0)
-        else:
-            self._record("preprocess", t1 - t0)
-            self._record("compute", t2 - t1)
+        self._record("compute", time.perf_counter() - start)
         return probabilities
+
+    def _preprocess_and_compute(self, frames: list[Frame]) -> np.ndarray:
+        """One batch on a pool thread, when the executor has several workers."""
+        return self._compute(self._preprocess(frames))
 
     def _write(self, frames: list[Frame], probabilities: np.ndarray) -> None:
         t0 = time.perf_counter()

@@ -312,7 +312,8 @@ def make_executor(model, backend: str, workers: int, gpu_scope: contextlib.ExitS
     """The GPU data path (upload, the fused kernel, the engine on device memory) when the backend runs from device
     memory, with the CUDA context held current in `gpu_scope` on this thread, the loop's calling thread; otherwise
     the CPU path, with `workers` runs at once on ONNX Runtime (inference_workers). The host memory mode is the
-    device's: mapped on an integrated GPU (zero-copy), pinned on a discrete one."""
+    device's: mapped on an integrated GPU (zero-copy), pinned on a discrete one. The GPU path keeps two batches in
+    flight: the next is uploaded and preprocessed while the engine computes the last."""
     from .loop import CpuExecutor
 
     if backend == "onnxruntime":
@@ -324,7 +325,8 @@ def make_executor(model, backend: str, workers: int, gpu_scope: contextlib.ExitS
     if engine is None:
         return CpuExecutor(model)
     facts = gpu_scope.enter_context(GpuContext()).facts
-    return GpuExecutor(model, engine, default_memory_mode(facts.integrated, facts.can_map_host_memory), batch=batch)
+    return GpuExecutor(model, engine, default_memory_mode(facts.integrated, facts.can_map_host_memory), batch=batch,
+                       slots=2)
 
 
 class Watchdog:
