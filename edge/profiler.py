@@ -316,8 +316,12 @@ class StageRecorder:
 class EntryTimed:
     """The executor, unchanged, with the moment the Loop hands it a frame noted (the end of "queue")."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, serial: bool):
         self.inner = inner
+        # The overlapped run runs the executor as `edge run` does, with its thread pool (ONNX Runtime's runs per
+        # core); the serial run calls it on the loop's thread, so no hand-off between threads goes untimed.
+        self.workers = 1 if serial else getattr(inner, "workers", 1)
+        self.in_flight = getattr(inner, "in_flight", 1)  # the GPU path's double buffering (the gate serialises it)
         self.entered_ns = 0
 
     def preprocess(self, images):
@@ -383,7 +387,7 @@ def _run_loop(make_source, make_executor, model, warmup: int, frames: int, seria
     source = make_source()
     gate = GatedSource(source) if serial else None
     recorder = StageRecorder(warmup, frames, gate)
-    recorder.executor = EntryTimed(make_executor(recorder))
+    recorder.executor = EntryTimed(make_executor(recorder), serial)
     loop = Loop(gate or source, recorder.executor, Results(model), sinks=[], batch=1, timings=[recorder])
     recorder.loop = loop
     try:

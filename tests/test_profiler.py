@@ -256,10 +256,19 @@ def test_the_host_path_loads_and_runs_the_model_as_edge_run_does(model_folder, m
             super().__init__(model, workers)
             made.append((workers, model.backend.session.get_session_options().intra_op_num_threads))
 
+    loops = []
+
+    class RecordedLoop(loop.Loop):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loops.append(self.workers)
+
     monkeypatch.setattr(loop, "CpuExecutor", Recorded)
+    monkeypatch.setattr(loop, "Loop", RecordedLoop)
     monkeypatch.setattr("edge.backends.parallel_runs", lambda backend: 3)  # as if on 3 cores
     result = profile(str(model_folder), frames=4, warmup=1, telemetry=False)
     assert made == [(3, 1), (3, 1)]  # serial and overlapped: 3 single-threaded runs, as edge run makes
+    assert loops == [1, 3]  # the serial run one at a time on the loop's thread; the overlapped run 3 at once
     assert result.workers == 3 and "workers 3" in format_report(result)
     made.clear()
     profile(str(model_folder), frames=4, warmup=1, telemetry=False, workers=1)
