@@ -203,8 +203,9 @@ class GpuExecutor:
         from ..model import softmax
 
         self.softmax = None if model.card.probabilities else softmax
-        # The Loop's batch, or the engine's fixed batch, which partial batches are padded to as CpuExecutor does
-        # (the padding's rows are ignored by the Loop).
+        # The Loop's batch, or the engine's fixed batch. Every partial batch is padded to it (the padding's rows
+        # are ignored by the Loop), so the engine always runs one batch size: with two batches in flight, a
+        # different size would change a TensorRT context's input shape while the other batch may still be running.
         self.fixed_batch = model.card.batch
         if self.fixed_batch and batch > self.fixed_batch:
             raise EdgeError(f"batch {batch}: on the GPU path {model.folder} runs batches of at most {self.fixed_batch}")
@@ -218,8 +219,7 @@ class GpuExecutor:
             sizes = sorted({image.shape for image in images})
             raise EdgeError(f"the GPU path takes a batch of frames of one size, not {sizes}: use --batch 1 for "
                             "images of several sizes")
-        if self.fixed_batch:
-            images = images + [images[-1]] * (self.fixed_batch - len(images))
+        images = images + [images[-1]] * (self.batch - len(images))
         self.pipeline.submit(images)
         return len(images)
 
