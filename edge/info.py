@@ -48,9 +48,11 @@ def report() -> dict[str, str]:
 
     from . import __version__
     from .backends.tensorrt import tensorrt_summary
+    from .precision.calibrate import calibration_unsupported
     from .telemetry import availability
 
     usable, telemetry = availability()
+    cannot_calibrate = calibration_unsupported()
 
     return {
         "edge": __version__,
@@ -59,6 +61,7 @@ def report() -> dict[str, str]:
         "numpy": numpy.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": f"{onnxruntime.__version__} ({', '.join(onnxruntime.get_available_providers())})",
+        "calibrate": f"no ({cannot_calibrate})" if cannot_calibrate else "yes",
         "opencv": _opencv(),
         "cuda": _cuda(),
         "pycuda": _module("pycuda"),

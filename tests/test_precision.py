@@ -25,9 +25,11 @@ from edge.precision.cache import (
     scale_to_hex,
     tensorrt_version_number,
 )
-from edge.precision.calibrate import check_int8_graph
+from edge.precision.calibrate import calibration_unsupported, check_int8_graph
 
 CLASSES = 5
+# onnxruntime before 1.27 (all there is for Python 3.10) cannot calibrate; edge calibrate says so in one line
+needs_calibration = pytest.mark.skipif(calibration_unsupported() is not None, reason=str(calibration_unsupported()))
 
 
 def lite_block_model(path: Path, seed: int = 0, extra_nodes=(), extra_initializers=()) -> Path:
@@ -172,6 +174,8 @@ def test_fp16_errors_write_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
+    if reason := calibration_unsupported():
+        pytest.skip(reason)
     tmp_path = tmp_path_factory.mktemp("int8")
     folder = model_folder(tmp_path)
     images = write_images(tmp_path / "images", 30)
@@ -259,6 +263,7 @@ def test_calibration_cache_round_trips_to_calibration_json(calibrated):
         assert float(constants[node.input[1]]) == pytest.approx(cache.scales[node.input[0]], rel=1e-6)
 
 
+@needs_calibration
 def test_calibration_writes_nothing_on_an_unreadable_image(tmp_path):
     folder = model_folder(tmp_path)
     images = write_images(tmp_path / "images", 4)
@@ -338,6 +343,7 @@ def test_cache_parse_errors(text):
         parse_cache(text)
 
 
+@needs_calibration
 def test_calibration_without_model_onnx_is_refused(tmp_path):
     folder = model_folder(tmp_path)
     images = write_images(tmp_path / "images", 2)
@@ -345,6 +351,18 @@ def test_calibration_without_model_onnx_is_refused(tmp_path):
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(EdgeError, match="model.onnx: no such file"):
         calibrate(folder, images, "minmax")
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_an_onnxruntime_that_cannot_calibrate_is_one_line_before_any_work(tmp_path, monkeypatch):
+    from onnxruntime.quantization import calibrate as ort_calibrate
+
+    monkeypatch.delattr(ort_calibrate, "save_tensors_data", raising=False)  # as in onnxruntime 1.26 and older
+    folder = model_folder(tmp_path)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(EdgeError, match=r"needs onnxruntime 1\.27 or newer; this is ") as refused:
+        calibrate(folder, [tmp_path / "never-read.png"], "minmax")
+    assert "\n" not in str(refused.value)
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
@@ -387,6 +405,7 @@ def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_p
     assert exclude_calibration_images(tmp_path, items) == items
 
 
+@needs_calibration
 def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_opset(tmp_path):
     """TensorRT's implicit INT8 build parses model.onnx and looks the cache's names up in it."""
     from edge.importer import import_model

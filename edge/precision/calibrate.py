@@ -43,6 +43,18 @@ METHODS = ("percentile", "entropy", "minmax")  # the first is the default: docs/
 CALIBRATION_CACHE = "calibration.cache"
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 INT8_MAX = 127  # symmetric int8: [-127, 127], scale = amax / 127
+
+
+def calibration_unsupported() -> str | None:
+    """Why this ONNX Runtime cannot calibrate, or None. quantize_static takes ranges already computed (its
+    calibration_cache_path) from onnxruntime 1.27; before, it would calibrate a second time on its own."""
+    import onnxruntime
+    from onnxruntime.quantization import calibrate as ort_calibrate
+
+    if hasattr(ort_calibrate, "save_tensors_data"):
+        return None
+    return (f"edge calibrate needs onnxruntime 1.27 or newer; this is {onnxruntime.__version__} (1.23 is the newest "
+            "for Python 3.10): calibrate where Python 3.11 or newer runs, and copy the model folder")
 BATCH = 10
 
 
@@ -59,6 +71,8 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     if not images:
         raise EdgeError(f"{folder}: no calibration images given")
     cache_header(tensorrt_version)  # a bad --tensorrt is refused now, not after minutes of calibration
+    if reason := calibration_unsupported():
+        raise EdgeError(reason)
     card = Card.read(folder)
     source = folder / PRECISION_FILES["fp32"]
     started = time.perf_counter()
