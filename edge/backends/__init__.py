@@ -34,6 +34,11 @@ def run_in_fixed_batches(run, batch: np.ndarray, fixed_batch: int) -> np.ndarray
     return np.concatenate([run(chunk) for chunk in np.split(batch, len(batch) // fixed_batch)])
 
 
+def check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+
+
 def parallel_runs(name: str) -> int:
     """How many inferences to run at once for throughput. On ONNX Runtime, one single-threaded run per core beats
     one run whose threads meet at every operator (about 1.2x on 2 cores: docs/benchmarks.md); the models are then
@@ -45,6 +50,7 @@ def inference_workers(backend: str, workers: int) -> int:
     """How many inferences `edge run` and `edge profile` run at once (--workers): `workers`, or for 0 the backend's
     choice for throughput (parallel_runs). The model is loaded for that many runs and the executor given that many
     workers, both from this one number, so that ONNX Runtime's threads per run always match the runs made."""
+    check_backend(backend)  # first: the refusals below name it
     if workers < 0:
         raise EdgeError(f"workers must be 0 (the backend's choice) or more, not {workers}")
     if workers > 1 and backend != "onnxruntime":
@@ -56,6 +62,7 @@ def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int 
     """`runs`: how many inferences the caller will run at once (see parallel_runs)."""
     from ..model import PRECISION_FILES
 
+    check_backend(name)
     if name in ("onnxruntime", "torch"):
         onnx_path = folder / PRECISION_FILES[precision]
         if not onnx_path.is_file():
@@ -70,8 +77,6 @@ def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int 
         from .onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(onnx_path, card, runs)
-    if name == "tensorrt":
-        from .tensorrt import TensorRTBackend
+    from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend.from_model_folder(folder, card, precision)
-    raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    return TensorRTBackend.from_model_folder(folder, card, precision)

@@ -123,8 +123,6 @@ def resolve_options(config: str | Path | None, flags: dict) -> dict:
             raise EdgeError(f"no {key}: give it {'as MODEL' if key == 'model' else 'with --input'} or in --config")
     if options["batch"] < 0:  # the loop would wait for ever for a batch that never fills
         raise EdgeError(f"batch must be 0 (the model's fixed batch, else 1) or more, not {options['batch']}")
-    if options["backend"] not in BACKENDS:  # before workers, whose refusal names the backend
-        raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {options['backend']!r}")
     options["workers"] = inference_workers(options["backend"], options["workers"])
     return options
 
