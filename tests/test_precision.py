@@ -25,11 +25,9 @@ from edge.precision.cache import (
     scale_to_hex,
     tensorrt_version_number,
 )
-from edge.precision.calibrate import calibration_unsupported, check_int8_graph
+from edge.precision.calibrate import check_int8_graph
 
 CLASSES = 5
-# onnxruntime before 1.27 (all there is for Python 3.10) cannot calibrate; edge calibrate says so in one line
-needs_calibration = pytest.mark.skipif(calibration_unsupported() is not None, reason=str(calibration_unsupported()))
 
 
 def lite_block_model(path: Path, seed: int = 0, extra_nodes=(), extra_initializers=()) -> Path:
@@ -173,9 +171,7 @@ def test_fp16_errors_write_nothing(tmp_path):
 # --- INT8 ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    if reason := calibration_unsupported():
-        pytest.skip(reason)
+def calibrated(tmp_path_factory, onnxruntime_calibrates):
     tmp_path = tmp_path_factory.mktemp("int8")
     folder = model_folder(tmp_path)
     images = write_images(tmp_path / "images", 30)
@@ -263,8 +259,7 @@ def test_calibration_cache_round_trips_to_calibration_json(calibrated):
         assert float(constants[node.input[1]]) == pytest.approx(cache.scales[node.input[0]], rel=1e-6)
 
 
-@needs_calibration
-def test_calibration_writes_nothing_on_an_unreadable_image(tmp_path):
+def test_calibration_writes_nothing_on_an_unreadable_image(tmp_path, onnxruntime_calibrates):
     folder = model_folder(tmp_path)
     images = write_images(tmp_path / "images", 4)
     images[2].write_bytes(b"not an image")
@@ -343,8 +338,7 @@ def test_cache_parse_errors(text):
         parse_cache(text)
 
 
-@needs_calibration
-def test_calibration_without_model_onnx_is_refused(tmp_path):
+def test_calibration_without_model_onnx_is_refused(tmp_path, onnxruntime_calibrates):
     folder = model_folder(tmp_path)
     images = write_images(tmp_path / "images", 2)
     (folder / "model.onnx").unlink()
@@ -405,8 +399,7 @@ def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_p
     assert exclude_calibration_images(tmp_path, items) == items
 
 
-@needs_calibration
-def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_opset(tmp_path):
+def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_opset(tmp_path, onnxruntime_calibrates):
     """TensorRT's implicit INT8 build parses model.onnx and looks the cache's names up in it."""
     from edge.importer import import_model
     from edge.precision.cache import read_cache

@@ -8,18 +8,16 @@ from __future__ import annotations
 import json
 
 import onnx
-import pytest
 
 from edge.evaluate import evaluate, read_label_list
 from edge.importer import PreprocessOptions, import_model
 from edge.model import Model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
 from edge.precision.cache import read_cache
-from edge.precision.calibrate import calibration_unsupported, check_int8_graph
+from edge.precision.calibrate import check_int8_graph
 
 
-@pytest.mark.skipif(calibration_unsupported() is not None, reason=str(calibration_unsupported()))
-def test_efficientnet_lite0_fp16_and_int8_on_real_images(shared, tmp_path):
+def test_efficientnet_lite0_fp16_and_int8_on_real_images(shared, tmp_path, onnxruntime_calibrates):
     folder = import_model(shared / "models" / "efficientnet_lite0" / "model.onnx", repo=tmp_path, name="lite0",
                           options=PreprocessOptions(resize="shorter", resize_size=256, color="rgb",
                                                     mean_values=(127, 127, 127), scale=1 / 128))

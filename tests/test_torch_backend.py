@@ -24,7 +24,7 @@ from edge.backends.torch import to_torch_module
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.model import PRECISION_FILES, Card
-from edge.precision.calibrate import calibrate, calibration_unsupported
+from edge.precision.calibrate import calibrate
 from edge.precision.fp16 import make_fp16
 
 # Largest |torch - onnxruntime| allowed, relative to the largest |output|. Measured on the CPU (torch 2.13): fp32
@@ -74,8 +74,7 @@ def test_conversion_agrees_with_onnxruntime_on_efficientnet_lite0(shared, tmp_pa
         assert agreement(folder, precision, batch=2) <= TOLERANCE[precision], precision
 
 
-@pytest.mark.skipif(calibration_unsupported() is not None, reason=str(calibration_unsupported()))
-def test_int8_variant_is_refused_naming_the_file_and_the_nodes(tmp_path):
+def test_int8_variant_is_refused_naming_the_file_and_the_nodes(tmp_path, onnxruntime_calibrates):
     folder = import_model(tiny_classifier(tmp_path / "tiny.onnx", size=32), name="tiny", repo=tmp_path / "engines")
     rng = np.random.default_rng(0)
     images = [tmp_path / f"{i}.png" for i in range(4)]
