@@ -164,6 +164,15 @@ def _conv_channels(layer: Layer, p, channels: int) -> tuple[int, int]:
     return out, group
 
 
+def _weight_and_bias(g: Graph, layer: Layer, p, weight_shape: tuple[int, ...], out_c: int) -> list[str]:
+    """The (de)convolution's inputs: x, its weight blob in `weight_shape`, and the bias blob if bias_term."""
+    blobs = layer.weights(2 if p.bias_term else 1)
+    inputs = [layer.inputs[0], g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], weight_shape, "weight"))]
+    if p.bias_term:
+        inputs.append(g.const(f"{layer.param.name}/bias", layer.fit(blobs[1], (out_c,), "bias")))
+    return inputs
+
+
 def convolution(g: Graph, layer: Layer) -> Output:
     """y = conv(x, W, group, dilation) + b;  out = (in + 2 pad - (dilation (k - 1) + 1)) / stride + 1 (floor)."""
     layer.bottoms(1)
@@ -174,11 +183,7 @@ def convolution(g: Graph, layer: Layer) -> Output:
     size = [(i + 2 * pd - (d * (k - 1) + 1)) // s + 1 for i, k, s, pd, d in zip((h, w), kernel, stride, pad, dilation)]
     if min(size) <= 0:
         raise layer.fail(f"the {h} x {w} input is smaller than the {kernel} kernel")
-    blobs = layer.weights(2 if p.bias_term else 1)
-    inputs = [layer.inputs[0],
-              g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], (out_c, c // group, *kernel), "weight"))]
-    if p.bias_term:
-        inputs.append(g.const(f"{layer.param.name}/bias", layer.fit(blobs[1], (out_c,), "bias")))
+    inputs = _weight_and_bias(g, layer, p, (out_c, c // group, *kernel), out_c)
     y = g.node("Conv", inputs, layer.top, kernel_shape=list(kernel), strides=list(stride), pads=[*pad, *pad],
                dilations=list(dilation), group=group)
     return [(y, (n, out_c, *size))]
@@ -195,11 +200,7 @@ def deconvolution(g: Graph, layer: Layer) -> Output:
     size = [s * (i - 1) + d * (k - 1) + 1 - 2 * pd for i, k, s, pd, d in zip((h, w), kernel, stride, pad, dilation)]
     if min(size) <= 0:
         raise layer.fail(f"pad {pad} leaves no output for the {h} x {w} input")
-    blobs = layer.weights(2 if p.bias_term else 1)
-    inputs = [layer.inputs[0],
-              g.const(f"{layer.param.name}/weight", layer.fit(blobs[0], (c, out_c // group, *kernel), "weight"))]
-    if p.bias_term:
-        inputs.append(g.const(f"{layer.param.name}/bias", layer.fit(blobs[1], (out_c,), "bias")))
+    inputs = _weight_and_bias(g, layer, p, (c, out_c // group, *kernel), out_c)
     y = g.node("ConvTranspose", inputs, layer.top, kernel_shape=list(kernel), strides=list(stride),
                pads=[*pad, *pad], dilations=list(dilation), group=group)
     return [(y, (n, out_c, *size))]
