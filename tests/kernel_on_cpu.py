@@ -34,6 +34,8 @@ using std::min;
 struct Index { unsigned x, y, z; };
 static Index blockIdx, threadIdx, blockDim;
 #define __global__
+#define __device__
+#define __forceinline__ inline
 #define __restrict__ __restrict
 static inline unsigned short float_to_half_rn(float value) {
     _Float16 half = (_Float16)value;

@@ -41,6 +41,20 @@ COLOR_CODES = {"bgr": 0, "rgb": 1, "gray": 2}
 BLOCK = (32, 8, 1)
 
 SOURCE = r"""
+// The two source pixels and the weight of the second, along one axis, for resized index i (OpenCV INTER_LINEAR:
+// half-pixel centres, edge pixels repeated)
+__device__ __forceinline__ void source_pixels(int i, float scale, int size, int* i0, int* i1, float* weight)
+{
+    const float s = (i + 0.5f) * scale - 0.5f;
+    int lo = (int)floorf(s);
+    float w = s - lo;
+    if (lo < 0) { lo = 0; w = 0.f; }
+    if (lo >= size - 1) { lo = size - 1; w = 0.f; }
+    *i0 = lo;
+    *i1 = min(lo + 1, size - 1);
+    *weight = w;
+}
+
 extern "C" __global__ void preprocess_frames(
     const unsigned char* __restrict__ frames, long long frame_stride, int row_pitch,
     int frame_height, int frame_width, float scale_y, float scale_x,
@@ -54,19 +68,10 @@ extern "C" __global__ void preprocess_frames(
     const int n = blockIdx.z;
     if (x >= out_width || y >= out_height) return;
 
-    float sy = (y + crop_top + 0.5f) * scale_y - 0.5f;
-    int y0 = (int)floorf(sy);
-    float fy = sy - y0;
-    if (y0 < 0) { y0 = 0; fy = 0.f; }
-    if (y0 >= frame_height - 1) { y0 = frame_height - 1; fy = 0.f; }
-    const int y1 = min(y0 + 1, frame_height - 1);
-
-    float sx = (x + crop_left + 0.5f) * scale_x - 0.5f;
-    int x0 = (int)floorf(sx);
-    float fx = sx - x0;
-    if (x0 < 0) { x0 = 0; fx = 0.f; }
-    if (x0 >= frame_width - 1) { x0 = frame_width - 1; fx = 0.f; }
-    const int x1 = min(x0 + 1, frame_width - 1);
+    int y0, y1, x0, x1;
+    float fy, fx;
+    source_pixels(y + crop_top, scale_y, frame_height, &y0, &y1, &fy);
+    source_pixels(x + crop_left, scale_x, frame_width, &x0, &x1, &fx);
 
     const unsigned char* frame = frames + n * frame_stride;
     const unsigned char* row0 = frame + (long long)y0 * row_pitch;
