@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -143,7 +144,7 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
     On any error the staging folder is removed, so a half-written model folder never appears. With `replace`, an
     existing `final` stays whole until the new one is complete and flushed, and is then swapped out and deleted.
     """
-    final = Path(final)
+    final = Path(final).resolve()  # a symlinked model folder: staged, and swapped, where its files are
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(final)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".staging", dir=final.parent))
@@ -164,9 +165,13 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
 def updated_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder for new files of the existing `folder`; on success `folder` becomes, in one
     step, those files plus every other file it had (hard-linked: nothing is copied where links work)."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     with staged_folder(folder, replace=True) as staging:
         yield staging
+        kept = folder.stat()  # the folder keeps its permissions, and its owner where this user may give it
+        os.chmod(staging, stat.S_IMODE(kept.st_mode))
+        if os.geteuid() == 0:
+            os.chown(staging, kept.st_uid, kept.st_gid)
         for entry in folder.iterdir():
             if (staging / entry.name).exists() or _LEFTOVER.fullmatch(entry.name):
                 continue
