@@ -34,6 +34,9 @@ else:  # Python 3.10 (JetPack 6)
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
 
+# atomic_write_* temporaries, staging folders and parked old folders, by the PID of the run that made them
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[a-z0-9_]+\.(?:tmp|staging)|(?P<old>old))")
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
@@ -188,17 +191,13 @@ def _link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
         shutil.copy2(source, target)
 
 
-# atomic_write_* temporaries, staging folders and parked old folders, by the PID of the run that made them
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[a-z0-9_]+\.(?:tmp|staging)|(?P<old>old))")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 
