@@ -129,11 +129,16 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
+    from .imagefile import load_image
     from .model import Model
-    from .preprocess import load_image
 
     model = Model.load(args.model, args.repo, args.backend, args.precision)
     images = [load_image(path) for path in args.images]  # every file is checked before any inference
+    for path, image in zip(args.images, images):
+        try:
+            model.preprocess.resized_shape(*image.shape[:2])  # a size the resize refuses: say which file has it
+        except EdgeError as e:
+            raise EdgeError(f"{path}: {e}") from None
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from .backends import parallel_runs
 from .errors import EdgeError
 from .files import read_text_lines
+from .imagefile import load_image
 from .model import Model
-from .preprocess import load_image, preprocess
+from .preprocess import preprocess
 
 
 def read_image_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int | None]]:

@@ -33,9 +33,10 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
-from ..importer import load_onnx
+from ..imagefile import load_image
+from ..importer import load_checked_onnx
 from ..model import CARD, PRECISION_FILES, Card
-from ..preprocess import load_image, preprocess
+from ..preprocess import preprocess
 from .cache import DEFAULT_TENSORRT, cache_header, format_cache
 from .images import CALIBRATION_JSON
 
@@ -75,10 +76,11 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         raise EdgeError(reason)
     card = Card.read(folder)
     source = folder / PRECISION_FILES["fp32"]
+    model = load_checked_onnx(folder, card)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edge-calibrate.") as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        onnx.save(_with_opset_13(source), str(fp32))
+        onnx.save(_with_opset_13(model), str(fp32))
         calibrator = create_calibrator(
             fp32, [], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, {"minmax": "MinMax"}.get(method, method.title())),
@@ -152,9 +154,8 @@ def _batches(images: list[Path], card: Card, batch_size: int):
             bar.update(len(chunk))
 
 
-def _with_opset_13(path: Path) -> onnx.ModelProto:
+def _with_opset_13(model: onnx.ModelProto) -> onnx.ModelProto:
     """Per-channel Q/DQ needs the `axis` attribute, which QuantizeLinear has from opset 13."""
-    model = load_onnx(path)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return onnx.version_converter.convert_version(model, 13) if opset < 13 else model
 
