@@ -130,16 +130,12 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from .imagefile import load_image
     from .model import Model
+    from .preprocess import load_image_for
 
     model = Model.load(args.model, args.repo, args.backend, args.precision)
-    images = [load_image(path) for path in args.images]  # every file is checked before any inference
-    for path, image in zip(args.images, images):
-        try:
-            model.preprocess.resized_shape(*image.shape[:2])  # a size the resize refuses: say which file has it
-        except EdgeError as e:
-            raise EdgeError(f"{path}: {e}") from None
+    # every file is checked before any inference
+    images = [load_image_for(path, model.preprocess) for path in args.images]
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:

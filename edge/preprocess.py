@@ -19,12 +19,13 @@ the model's input. The steps, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import EdgeError
-from .imagefile import max_image_pixels
+from .imagefile import load_image, max_image_pixels
 
 RESIZE_MODES = ("stretch", "shorter")
 COLORS = ("bgr", "rgb", "gray")
@@ -117,6 +118,16 @@ class Preprocess:
             return [centre]
         bottom, right = resized_height - height, resized_width - width
         return [(0, 0), (0, right), (bottom, 0), (bottom, right), centre]
+
+
+def load_image_for(path: str | Path, spec: Preprocess) -> np.ndarray:
+    """load_image, also refusing in one line naming the file an image `spec` would not resize (1 pixel wide)."""
+    image = load_image(path)
+    try:
+        spec.resized_shape(*image.shape[:2])
+    except EdgeError as e:
+        raise EdgeError(f"{path}: {e}") from None
+    return image
 
 
 def _values(crop_bgr: np.ndarray, spec: Preprocess, mean_image: np.ndarray | None) -> np.ndarray:

@@ -12,10 +12,9 @@ import pytest
 from edge import cli
 from edge.caffe import read_mean_image, schema
 from edge.errors import EdgeError
-from edge.imagefile import load_image
 from edge.importer import PreprocessOptions, import_model
 from edge.model import Model
-from edge.preprocess import preprocess
+from edge.preprocess import load_image, preprocess
 
 from caffe_helpers import one_layer_net, opencv_forward, random_caffemodel
 

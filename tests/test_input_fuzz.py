@@ -158,6 +158,13 @@ def test_hostile_images_stay_within_1_gb_and_edge_run_skips_them(model, tmp_path
     assert "c_thin.png: a 20000x1 frame would be resized to" in done.stderr
 
 
+def test_eval_names_an_image_its_resize_refuses(model, tmp_path, capsys):
+    (tmp_path / "thin.png").write_bytes(encode(".png", 1, 20000))
+    (tmp_path / "val.txt").write_text("thin.png 0\n")
+    code, err = edge(capsys, "eval", model, "--list", tmp_path / "val.txt")
+    assert code == 1 and f"{tmp_path / 'thin.png'}: a 20000x1 frame would be resized to 5120000x256" in err, err
+
+
 # --- cards ---------------------------------------------------------------------------------------------------
 
 def edit_card(folder: Path, *edits: tuple[tuple[str, ...], object]) -> Path:

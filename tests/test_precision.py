@@ -97,9 +97,8 @@ def run(path: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def batch_of(folder: Path, images: list[Path]) -> np.ndarray:
-    from edge.imagefile import load_image
     from edge.model import Card
-    from edge.preprocess import preprocess
+    from edge.preprocess import load_image, preprocess
 
     spec = Card.read(folder).preprocess
     return np.stack([preprocess(load_image(p), spec) for p in images])

@@ -33,10 +33,9 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
-from ..imagefile import load_image
 from ..importer import load_checked_onnx
 from ..model import CARD, PRECISION_FILES, Card
-from ..preprocess import preprocess
+from ..preprocess import load_image_for, preprocess
 from .cache import DEFAULT_TENSORRT, cache_header, format_cache
 from .images import CALIBRATION_JSON
 
@@ -150,7 +149,7 @@ def _batches(images: list[Path], card: Card, batch_size: int):
     with tqdm(total=len(images), desc="calibrating", unit="image", disable=None) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            yield np.stack([preprocess(load_image(p), card.preprocess) for p in chunk])
+            yield np.stack([preprocess(load_image_for(p, card.preprocess), card.preprocess) for p in chunk])
             bar.update(len(chunk))
 
 
