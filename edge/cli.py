@@ -125,7 +125,8 @@ def cmd_import(args) -> int:
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files OpenCV can decode")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG, PNG, BMP, TIFF, WebP or PNM files "
+                   "of up to $EDGE_MAX_IMAGE_PIXELS (default: 100 megapixels)")
     p.add_argument("--top", type=_positive, default=5, help="labels per image (default: 5)")
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
@@ -133,10 +134,11 @@ def add_classify(sub) -> None:
 
 def cmd_classify(args) -> int:
     from .model import Model
-    from .preprocess import load_image
+    from .preprocess import load_image_for
 
     model = Model.load(args.model, args.repo, args.backend, args.precision)
-    images = [load_image(path) for path in args.images]  # every file is checked before any inference
+    # every file is checked before any inference
+    images = [load_image_for(path, model.preprocess) for path in args.images]
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:

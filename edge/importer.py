@@ -19,7 +19,18 @@ import tomli_w
 from . import __version__
 from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
-from .model import CARD, LABELS, MEAN_IMAGE, PRECISION_FILES, Card, read_labels, repo_folder
+from .model import (
+    CARD,
+    LABELS,
+    MEAN_IMAGE,
+    PRECISION_FILES,
+    Card,
+    Tensors,
+    check_graph,
+    read_labels,
+    repo_folder,
+    size_problems,
+)
 from .preprocess import Preprocess
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -46,6 +57,16 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
+def graph_tensors(model: onnx.ModelProto) -> tuple[Tensors, Tensors]:
+    """The graph's inputs (less the initializers) and outputs, as check_graph compares them with a card."""
+    def tensors(values) -> Tensors:
+        return {v.name: (_dims(v), "float32" if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT else
+                         onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower()) for v in values}
+
+    initializers = {t.name for t in model.graph.initializer}
+    return tensors(i for i in model.graph.input if i.name not in initializers), tensors(model.graph.output)
+
+
 def load_onnx(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
@@ -57,6 +78,14 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
     if not model.graph.node:
         raise EdgeError(f"{path}: not an ONNX model (no graph nodes)")
+    return model
+
+
+def load_checked_onnx(folder: Path, card: Card) -> onnx.ModelProto:
+    """A model folder's model.onnx, refused in one line when it is not the graph its card describes."""
+    path = folder / PRECISION_FILES["fp32"]
+    model = load_onnx(path)
+    check_graph(card, path, *graph_tensors(model))
     return model
 
 
@@ -81,6 +110,8 @@ def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -
         raise EdgeError(f"{source}: input {image.name} is "
                         f"{onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
     dims = _dims(image)
+    if any(d is not None and d < 1 for d in dims):
+        raise EdgeError(f"{source}: input {image.name} {dims}: a size below 1")
     if layout is None:
         layout = "nchw" if dims[1] in (1, 3) else "nhwc" if dims[3] in (1, 3) else None
     channels = None if layout is None else dims[1] if layout == "nchw" else dims[3]
@@ -95,7 +126,7 @@ def find_class_output(model: onnx.ModelProto, source: Path) -> tuple[str, int, b
     producers = {out: node for node in model.graph.node for out in node.output}
     for output in model.graph.output:
         dims = _dims(output)
-        if len(dims) in (2, 4) and dims[1] and all(d == 1 for d in dims[2:]):
+        if len(dims) in (2, 4) and dims[1] is not None and dims[1] >= 1 and all(d == 1 for d in dims[2:]):
             node = producers.get(output.name)
             while node is not None and node.op_type in _PASS_THROUGH:
                 node = producers.get(node.input[0])
@@ -202,6 +233,8 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     model = check_onnx(model, src)
     input_name, dims, layout = find_image_input(model, options.layout, src)
     output_name, classes, probabilities = find_class_output(model, src)
+    if problems := size_problems(dims[0] or 0, dims[1:], classes):
+        raise EdgeError(f"{src}: {'; '.join(problems)}")
     spec = _card_preprocess(dims, layout, options, defaults, mean_image, src)
 
     label_lines = None

@@ -240,6 +240,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
     Says on stderr whether it reused, built or rebuilt (and why). A build that fails or is killed leaves the
     previous engine and sidecar as they were.
     """
+    from ..importer import load_checked_onnx
     from ..model import Card
 
     trt = import_tensorrt()
@@ -249,6 +250,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
         raise EdgeError(f"polygraphy is not installed here ({_described(e)}); `edge build` uses NVIDIA's Polygraphy "
                         "to drive TensorRT: pip install polygraphy") from None
     card = Card.read(folder)
+    load_checked_onnx(folder, card)  # a graph that is not the card's is refused now, not after minutes of building
     spec = build_spec(folder, card, trt.__version__, precision, dla, workspace_mib, implicit)
     cache = read_calibration_cache(folder / spec.calibration_cache, trt.__version__) if spec.calibration_cache else None
     target = Target(trt.__version__, *gpu_identity())

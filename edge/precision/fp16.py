@@ -24,8 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes, remove_stale
-from ..importer import load_onnx
-from ..model import CARD, PRECISION_FILES
+from ..importer import load_checked_onnx
+from ..model import CARD, PRECISION_FILES, Card
 
 KEEP_FLOAT32 = frozenset({
     "Softmax", "LogSoftmax", "LRN", "GlobalAveragePool", "GlobalLpPool", "Exp", "Pow",
@@ -41,7 +41,7 @@ def make_fp16(folder: Path) -> Path:
     if not (folder / CARD).is_file():
         raise EdgeError(f"{folder}: not a model folder (no {CARD})")
     source = folder / PRECISION_FILES["fp32"]
-    model = load_onnx(source)
+    model = load_checked_onnx(folder, Card.read(folder))
     try:
         half = to_float16(model)
         onnx.checker.check_model(half)
