@@ -71,6 +71,8 @@ class TritonServer:
         self.log = scratch / "tritonserver.log"
         self.http_port, self.grpc_port = free_port(), free_port()
         self.process = None
+        # The Python backend's shared memory, named so that what a killed server leaves in /dev/shm is removed
+        self.shm_prefix = f"edge_test_{os.getpid()}_{id(self)}_"
 
     @property
     def http(self) -> str:
@@ -85,7 +87,9 @@ class TritonServer:
                    f"--backend-directory={self.backends}", "--http-address=127.0.0.1",
                    f"--http-port={self.http_port}", "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
                    "--allow-metrics=false", "--exit-timeout-secs=5",
-                   "--model-control-mode=explicit"] + [f"--load-model={name}" for name in self.models]
+                   "--model-control-mode=explicit",
+                   f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
+        command += [f"--load-model={name}" for name in self.models]
         environment = {**os.environ, "PATH": f"{self.env / 'bin'}:{os.environ['PATH']}"}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
@@ -106,14 +110,15 @@ class TritonServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """End the server and its stub processes (its own session: the group is the server's alone)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -35,8 +35,12 @@ def run_in_fixed_batches(run, batch: np.ndarray, fixed_batch: int) -> np.ndarray
 
 
 def check_backend(name: str) -> None:
-    if name not in BACKENDS:
-        raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    from .triton import Endpoint, is_triton  # a Triton server: parsed here, connected to only when loaded
+
+    if is_triton(name):
+        Endpoint.parse(name)
+    elif name not in BACKENDS:
+        raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, or triton://HOST:PORT/MODEL, not {name!r}")
 
 
 def parallel_runs(name: str) -> int:
@@ -61,8 +65,11 @@ def inference_workers(backend: str, workers: int) -> int:
 def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int = 1) -> Backend:
     """`runs`: how many inferences the caller will run at once (see parallel_runs)."""
     from ..model import PRECISION_FILES
+    from .triton import TritonBackend, is_triton
 
     check_backend(name)
+    if is_triton(name):  # the model runs on the server; the folder gives its card and labels
+        return TritonBackend(name, card)
     if name in ("onnxruntime", "torch"):
         onnx_path = folder / PRECISION_FILES[precision]
         if not onnx_path.is_file():

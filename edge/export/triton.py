@@ -150,7 +150,8 @@ def export_triton(model: str, repo_out: Path, max_batch: int = 8, instances: int
     card_copies = {file: folder / file for file in card_files}
     write(f"{name}_preprocess", config_pbtxt(
         f"{name}_preprocess", 'backend: "python"', max_batch_size, [frames],
-        [Tensor(card.input_name, "TYPE_FP32", model_input.dims)], instances, "KIND_CPU"), card_copies, "PreprocessModel")
+        [Tensor(card.input_name, "TYPE_FP32", model_input.dims)], instances, "KIND_CPU"),
+        card_copies, "PreprocessModel")
     write(f"{name}_onnx", config_pbtxt(f"{name}_onnx", 'platform: "onnxruntime_onnx"', max_batch_size,
                                        [model_input], [model_output], instances), {"model.onnx": onnx_path})
     write(f"{name}_python", config_pbtxt(
@@ -158,7 +159,7 @@ def export_triton(model: str, repo_out: Path, max_batch: int = 8, instances: int
         f'parameters {{ key: "precision" value {{ string_value: "{precision}" }} }}'),
         {**card_copies, onnx_path.name: onnx_path}, "OnnxRuntimeModel")
     if plans:
-        capabilities = " ".join(f'{{ key: "{cc}" value: "{engine}" }}' for cc, engine in plans.items())
+        capabilities = ", ".join(f'{{ key: "{cc}" value: "{engine}" }}' for cc, engine in plans.items())
         write(f"{name}_plan", config_pbtxt(f"{name}_plan", 'platform: "tensorrt_plan"', max_batch_size,
                                            [model_input], [model_output], instances, "KIND_GPU",
                                            f"cc_model_filenames [ {capabilities} ]"),

@@ -70,7 +70,8 @@ RUN_OPTIONS = (
            "empty: off. No authentication: keep it on loopback unless the network is trusted", "127.0.0.1:8080"),
     Option("watchdog_interval", float, 0.0, "seconds between WATCHDOG=1 pings to systemd (0: half of "
            "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)"),
-    Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS)),
+    Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS) + ", or a Triton server's model: "
+           "triton://HOST:PORT/MODEL (HTTP), triton+grpc://HOST:PORT/MODEL (docs/scale-out.md)"),
     Option("precision", str, "fp32", "fp32, fp16 or int8 (the model folder must have that variant)"),
     Option("workers", int, 0, "inferences run at once (0: one single-threaded run per core on onnxruntime, the "
            "most frames per second, and one on a GPU; 1: one run using every core, the lowest latency per frame; "
@@ -316,6 +317,10 @@ def make_executor(model, backend: str, workers: int, gpu_scope: contextlib.ExitS
 
     if backend == "onnxruntime":
         return CpuExecutor(model, workers)
+    from ..backends.triton import TritonBackend, TritonExecutor
+
+    if isinstance(model.backend, TritonBackend):
+        return TritonExecutor(model)
     from ..gpu.buffers import GpuContext, default_memory_mode
     from ..gpu.pipeline import GpuExecutor, device_engine
 

@@ -1,0 +1,192 @@
+"""--backend triton://HOST:PORT/MODEL (HTTP) or triton+grpc://HOST:PORT/MODEL: inference on a Triton server.
+
+The model folder stays on the camera node for its card and labels; the server runs the model. A server model
+whose input is uint8 (the ensemble `edge export --triton` writes, preprocessing included) is sent the camera's
+frames as they are; one whose input is float32 (the model alone) is sent the batch edge preprocessed here.
+
+Requests run on a small pool of threads, each with its own client (tritonclient's HTTP client is not safe to
+share between threads), so that with several batches in flight the network round trip overlaps capture and the
+next batch. A request that finds the server gone (restarting, the network down) is sent again with backoff
+until it is answered, as a camera is reopened: no frame of a file is lost, and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import EdgeError
+from ..model import softmax
+from ..preprocess import preprocess
+
+log = logging.getLogger("edge")
+
+SCHEMES = {"triton": "http", "triton+grpc": "grpc"}
+BACKOFF_S = (0.25, 5.0)  # first and longest wait before sending a request again
+IN_FLIGHT = 4  # batches sent and not yet answered: enough to hide a LAN's round trip behind 30 fps capture
+TIMEOUT_S = 30.0  # for one answer, and for the server's first reply at start
+
+
+def is_triton(backend: str) -> bool:
+    return backend.partition("://")[0] in SCHEMES and "://" in backend
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    protocol: str  # http or grpc
+    address: str  # HOST:PORT
+    model: str
+
+    @classmethod
+    def parse(cls, uri: str) -> Endpoint:
+        scheme, _, rest = uri.partition("://")
+        address, _, model = rest.partition("/")
+        host, _, port = address.rpartition(":")
+        if scheme not in SCHEMES or not host or not port.isdigit() or not model or "/" in model:
+            raise EdgeError(f"--backend {uri}: expected triton://HOST:PORT/MODEL (HTTP) or "
+                            "triton+grpc://HOST:PORT/MODEL")
+        return cls(SCHEMES[scheme], address, model)
+
+
+def _client_module(protocol: str):
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as client
+        else:
+            import tritonclient.http as client
+    except ImportError as e:
+        raise EdgeError(f"--backend triton: tritonclient is not installed ({e.name}); pip install 'edge[triton]'") \
+            from None
+    return client
+
+
+class TritonBackend:
+    """One model on a Triton server, behind the Backend interface (run) and the pipelined one (send, receive)."""
+
+    def __init__(self, uri: str, card):
+        self.endpoint = Endpoint.parse(uri)
+        self.card = card
+        self.client_module = _client_module(self.endpoint.protocol)
+        from tritonclient.utils import InferenceServerException
+
+        self.server_errors = (InferenceServerException, OSError)
+        self.local = threading.local()
+        self.remote_errors = 0  # requests that found the server gone and were sent again
+        self.round_trips: list[float] = []  # seconds, each answered request; read and cleared by a recorder
+        try:
+            metadata = self._client().get_model_metadata(self.endpoint.model)
+            config = self._client().get_model_config(self.endpoint.model)
+        except self.server_errors as e:
+            raise EdgeError(f"--backend {uri}: {str(e).splitlines()[0] or type(e).__name__}") from None
+        if self.endpoint.protocol == "grpc":  # protobuf messages; HTTP gives the same as JSON
+            from google.protobuf.json_format import MessageToDict
+
+            metadata = MessageToDict(metadata)
+            config = MessageToDict(config.config)
+        (model_input,) = metadata["inputs"]
+        self.input_name, self.input_type = model_input["name"], model_input["datatype"]
+        outputs = [output["name"] for output in metadata["outputs"]]
+        if card.output_name not in outputs:
+            raise EdgeError(f"--backend {uri}: the server's model outputs {', '.join(outputs)}, not "
+                            f"{card.output_name} (the card's)")
+        if self.input_type not in ("UINT8", "FP32"):
+            raise EdgeError(f"--backend {uri}: its input {self.input_name} is {self.input_type}; edge sends UINT8 "
+                            "frames or FP32 preprocessed batches")
+        self.raw_frames = self.input_type == "UINT8"
+        # the most images one request may hold: the server's max_batch_size, or the graph's fixed batch
+        self.request_batch = int(config.get("max_batch_size", config.get("maxBatchSize", 0))) or card.batch or 1
+        self.pool = ThreadPoolExecutor(IN_FLIGHT, "edge-triton")
+
+    def _client(self):
+        if getattr(self.local, "client", None) is None:
+            self.local.client = self.client_module.InferenceServerClient(
+                self.endpoint.address, **({"network_timeout": TIMEOUT_S, "connection_timeout": TIMEOUT_S}
+                                          if self.endpoint.protocol == "http" else {}))
+        return self.local.client
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """One request, sent again with backoff until the server answers it."""
+        failures = 0
+        while True:
+            start = time.perf_counter()
+            try:
+                model_input = self.client_module.InferInput(self.input_name, list(batch.shape), self.input_type)
+                model_input.set_data_from_numpy(batch)
+                timeout = {"client_timeout": TIMEOUT_S} if self.endpoint.protocol == "grpc" else {}
+                result = self._client().infer(self.endpoint.model, [model_input], **timeout)
+                output = result.as_numpy(self.card.output_name)
+                self.round_trips.append(time.perf_counter() - start)
+                return output
+            except self.server_errors as e:
+                if not _unavailable(e):
+                    raise EdgeError(f"triton {self.endpoint.address}/{self.endpoint.model}: "
+                                    f"{str(e).splitlines()[0]}") from None
+                self.remote_errors += 1
+                failures += 1
+                delay = min(BACKOFF_S[0] * 2 ** (failures - 1), BACKOFF_S[1])
+                if failures & (failures - 1) == 0:  # attempts 1, 2, 4, 8...: the journal stays readable
+                    log.warning("triton %s: %s; sending again in %.2g s (attempt %d)", self.endpoint.address,
+                                str(e).splitlines()[0] or type(e).__name__, delay, failures)
+                self.local.client = None  # a new connection for the restarted server
+                time.sleep(delay)
+
+    def send(self, images: list[np.ndarray] | np.ndarray) -> list[Future]:
+        """Start the requests for a batch: frames (uint8 HWC, sent as they are, one request per frame size) or a
+        preprocessed batch; each request at most request_batch images, a fixed batch padded to its size."""
+        if self.raw_frames and isinstance(images, list) and len({image.shape for image in images}) > 1:
+            groups = [np.stack([image]) for image in images]
+        else:
+            groups = [np.stack(images) if isinstance(images, list) else images]
+        futures = []
+        for group in groups:
+            for start in range(0, len(group), self.request_batch):
+                chunk = group[start:start + self.request_batch]
+                if self.card.batch and len(chunk) < self.card.batch:
+                    chunk = np.concatenate([chunk] + [chunk[-1:]] * (self.card.batch - len(chunk)))
+                futures.append(self.pool.submit(self._infer, np.ascontiguousarray(chunk)))
+        return futures
+
+    def receive(self, futures: list[Future]) -> np.ndarray:
+        return np.concatenate([future.result() for future in futures])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """A preprocessed batch (`edge classify`, `edge eval`), for a server model that takes one."""
+        if self.raw_frames:
+            raise EdgeError(f"triton {self.endpoint.address}/{self.endpoint.model} takes camera frames; "
+                            "`edge run` sends them (name the model alone, its _onnx, to send preprocessed batches)")
+        return self.receive(self.send(batch))
+
+
+class TritonExecutor:
+    """The camera loop's data path through a Triton server (loop.py's executor interface): `preprocess` sends the
+    batch (the frames, or the batch preprocessed here when the server's model takes float32) and `compute`
+    collects the answer, IN_FLIGHT batches apart, so that the round trip overlaps the next batches' capture."""
+
+    in_flight = IN_FLIGHT
+
+    def __init__(self, model):
+        self.model, self.backend = model, model.backend
+
+    def preprocess(self, images: list[np.ndarray]) -> list[Future]:
+        if self.backend.raw_frames:
+            return self.backend.send(images)
+        return self.backend.send(np.stack([preprocess(image, self.model.preprocess) for image in images]))
+
+    def compute(self, sent: list[Future]) -> np.ndarray:
+        output = self.backend.receive(sent)
+        output = output.reshape(len(output), -1).astype(np.float32, copy=False)
+        return output if self.model.card.probabilities else softmax(output)
+
+
+def _unavailable(error: Exception) -> bool:
+    """The server is not there (refused, reset, restarting, timed out), as against a request it refused."""
+    if isinstance(error, OSError):
+        return True
+    status = str(error.status() or "")
+    return status in ("", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503") or \
+        "connection" in str(error).lower()
