@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from triton_server import TritonServer
+from triton_server import TritonServer, free_port
 
 from runtime_support import tiny_model_folder, write_video
 from tiny_models import tiny_classifier
@@ -205,6 +206,12 @@ def test_what_nvinfer_cannot_express_is_a_warning_saying_what_it_does_instead(ti
 
 # --- a real server ---------------------------------------------------------------------------------------------
 
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return {line.split()[0]: float(line.split()[1]) for line in response.read().decode().splitlines()
+                if line and not line.startswith("#") and "{" not in line}
+
+
 def run_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -276,8 +283,9 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_frame_of_a_file(tiny, re
     server = TritonServer(repo, tmp_path / "server", ["tiny"]).start()
     video = write_video(tmp_path / "clip.avi", 400)
     output = tmp_path / "out.jsonl"
+    port = free_port()
     client = subprocess.Popen(EDGE + ["run", str(tiny), "--input", str(video), "--output", str(output), "--backend",
-                                      f"triton+grpc://{server.grpc}/tiny"],
+                                      f"triton+grpc://{server.grpc}/tiny", "--http", str(port), "--loop"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + RUN_S
@@ -287,10 +295,15 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_frame_of_a_file(tiny, re
         assert client.poll() is None, "the client finished before the server was killed; make the video longer"
         time.sleep(1.0)
         threading.Thread(target=server.start, daemon=True).start()
+        while len(run_lines(output)) < 400 and time.monotonic() < deadline and client.poll() is None:
+            time.sleep(0.05)
+        remote = metrics(port)
+        client.send_signal(signal.SIGTERM)
         _, stderr = client.communicate(timeout=RUN_S)
     finally:
         client.kill()
         server.stop()
     assert client.returncode == 0, stderr
-    assert [r["frame"] for r in run_lines(output)] == list(range(400))
+    assert [r["frame"] for r in run_lines(output)][:400] == list(range(400))
     assert "sending again" in stderr and "Traceback" not in stderr
+    assert remote["edge_remote_errors_total"] >= 1 and remote["edge_remote_round_trip_seconds_count"] >= 100

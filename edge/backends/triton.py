@@ -76,8 +76,9 @@ class TritonBackend:
 
         self.server_errors = (InferenceServerException, OSError)
         self.local = threading.local()
+        self.counts = threading.Lock()
         self.remote_errors = 0  # requests that found the server gone and were sent again
-        self.round_trips: list[float] = []  # seconds, each answered request; read and cleared by a recorder
+        self.round_trips, self.round_trip_seconds = 0, 0.0  # answered requests, and their time from send to answer
         try:
             metadata = self._client().get_model_metadata(self.endpoint.model)
             config = self._client().get_model_config(self.endpoint.model)
@@ -120,13 +121,16 @@ class TritonBackend:
                 timeout = {"client_timeout": TIMEOUT_S} if self.endpoint.protocol == "grpc" else {}
                 result = self._client().infer(self.endpoint.model, [model_input], **timeout)
                 output = result.as_numpy(self.card.output_name)
-                self.round_trips.append(time.perf_counter() - start)
+                with self.counts:
+                    self.round_trips += 1
+                    self.round_trip_seconds += time.perf_counter() - start
                 return output
             except self.server_errors as e:
                 if not _unavailable(e):
                     raise EdgeError(f"triton {self.endpoint.address}/{self.endpoint.model}: "
                                     f"{str(e).splitlines()[0]}") from None
-                self.remote_errors += 1
+                with self.counts:
+                    self.remote_errors += 1
                 failures += 1
                 delay = min(BACKOFF_S[0] * 2 ** (failures - 1), BACKOFF_S[1])
                 if failures & (failures - 1) == 0:  # attempts 1, 2, 4, 8...: the journal stays readable
@@ -153,6 +157,16 @@ class TritonBackend:
 
     def receive(self, futures: list[Future]) -> np.ndarray:
         return np.concatenate([future.result() for future in futures])
+
+    def metric_lines(self) -> list[str]:
+        """Prometheus text for /metrics (runtime/http.py): remote errors, and round trips as a summary."""
+        with self.counts:
+            errors, count, seconds = self.remote_errors, self.round_trips, self.round_trip_seconds
+        return ["# HELP edge_remote_errors_total Requests to the Triton server that failed and were sent again.",
+                "# TYPE edge_remote_errors_total counter", f"edge_remote_errors_total {errors}",
+                "# HELP edge_remote_round_trip_seconds From a request sent to the Triton server to its answer.",
+                "# TYPE edge_remote_round_trip_seconds summary", f"edge_remote_round_trip_seconds_sum {seconds:.6f}",
+                f"edge_remote_round_trip_seconds_count {count}"]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A preprocessed batch (`edge classify`, `edge eval`), for a server model that takes one."""
