@@ -125,6 +125,23 @@ def test_export_needs_a_destination_and_names_a_missing_variant(tiny, tmp_path):
     assert done.returncode == 1 and "model.fp16.onnx" in done.stderr and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("uri", ["triton://host/m", "triton://:8000/m", "triton://host:port/m", "triton://h:1/",
+                                 "triton://h:1/a/b", "triton+http://h:1/m"])
+def test_a_triton_uri_is_checked_before_anything_connects(uri):
+    from edge.backends import check_backend
+    from edge.errors import EdgeError
+
+    with pytest.raises(EdgeError, match="triton://HOST:PORT/MODEL"):
+        check_backend(uri)
+
+
+def test_a_triton_uri_names_its_protocol_address_and_model():
+    from edge.backends.triton import Endpoint
+
+    assert Endpoint.parse("triton://10.0.0.2:8000/resnet") == Endpoint("http", "10.0.0.2:8000", "resnet")
+    assert Endpoint.parse("triton+grpc://[::1]:8001/m_1") == Endpoint("grpc", "[::1]:8001", "m_1")
+
+
 # --- DeepStream -----------------------------------------------------------------------------------------------
 
 # Gst-nvinfer's [property] keys, from the "Gst-nvinfer Property Group Supported Keys" table of NVIDIA's plugin

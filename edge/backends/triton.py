@@ -79,18 +79,17 @@ class TritonBackend:
         self.counts = threading.Lock()
         self.remote_errors = 0  # requests that found the server gone and were sent again
         self.round_trips, self.round_trip_seconds = 0, 0.0  # answered requests, and their time from send to answer
+        as_json = {"as_json": True} if self.endpoint.protocol == "grpc" else {}  # HTTP's are JSON already
         try:
-            metadata = self._client().get_model_metadata(self.endpoint.model)
-            config = self._client().get_model_config(self.endpoint.model)
+            metadata = self._client().get_model_metadata(self.endpoint.model, **as_json)
+            config = self._client().get_model_config(self.endpoint.model, **as_json)
         except self.server_errors as e:
             raise EdgeError(f"--backend {uri}: {str(e).splitlines()[0] or type(e).__name__}") from None
-        if self.endpoint.protocol == "grpc":  # protobuf messages; HTTP gives the same as JSON
-            from google.protobuf.json_format import MessageToDict
-
-            metadata = MessageToDict(metadata)
-            config = MessageToDict(config.config)
-        (model_input,) = metadata["inputs"]
-        self.input_name, self.input_type = model_input["name"], model_input["datatype"]
+        config = config.get("config", config)  # gRPC wraps it
+        if len(metadata["inputs"]) != 1:
+            raise EdgeError(f"--backend {uri}: the server's model takes {len(metadata['inputs'])} inputs; edge "
+                            "sends one")
+        self.input_name, self.input_type = metadata["inputs"][0]["name"], metadata["inputs"][0]["datatype"]
         outputs = [output["name"] for output in metadata["outputs"]]
         if card.output_name not in outputs:
             raise EdgeError(f"--backend {uri}: the server's model outputs {', '.join(outputs)}, not "
@@ -100,7 +99,7 @@ class TritonBackend:
                             "frames or FP32 preprocessed batches")
         self.raw_frames = self.input_type == "UINT8"
         # the most images one request may hold: the server's max_batch_size, or the graph's fixed batch
-        self.request_batch = int(config.get("max_batch_size", config.get("maxBatchSize", 0))) or card.batch or 1
+        self.request_batch = int(config.get("max_batch_size", 0)) or card.batch or 1
         self.pool = ThreadPoolExecutor(IN_FLIGHT, "edge-triton")
 
     def _client(self):
