@@ -46,6 +46,8 @@ def run_clients(folder: Path, videos: list[Path], out: Path, backend: str | None
     """Frames per second of len(videos) `edge run` processes at once: all their frames over the span from the
     first result of any to the last of any. The results stay in out/client<i>.jsonl until the next call."""
     outputs = [out / f"client{i}.jsonl" for i in range(len(videos))]
+    for output in outputs:  # edge run appends to a file
+        output.unlink(missing_ok=True)
     extra = ["--backend", backend] if backend else []
     processes = [subprocess.Popen(EDGE + [str(folder), "--input", str(video), "--output", str(output), *extra],
                                   stderr=subprocess.PIPE, text=True) for video, output in zip(videos, outputs)]
