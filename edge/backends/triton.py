@@ -157,6 +157,16 @@ class TritonBackend:
     def receive(self, futures: list[Future]) -> np.ndarray:
         return np.concatenate([future.result() for future in futures])
 
+    def server_seconds(self) -> dict[str, tuple[int, float]]:
+        """Triton's own totals for the model, since the server started: {"success": (requests, seconds), "queue":
+        ..., "compute_input", "compute_infer", "compute_output"}; two readings apart give the server's share of
+        the round trips between them (the rest is the network and the client)."""
+        as_json = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+        stats = self._client().get_inference_statistics(self.endpoint.model, **as_json)["model_stats"][0]
+        return {name: (int(value.get("count", 0)), int(value.get("ns", 0)) / 1e9)
+                for name, value in stats["inference_stats"].items()
+                if name in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+
     def metric_lines(self) -> list[str]:
         """Prometheus text for /metrics (runtime/http.py): remote errors, and round trips as a summary."""
         with self.counts:
