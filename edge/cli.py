@@ -360,6 +360,15 @@ VERBS = {
 }
 
 
+def _warn_of_credentials_in_argv(uri: str | None) -> None:
+    from .runtime.sources import redact
+
+    if uri and redact(uri) != uri and "${" not in uri:
+        print("edge: warning: --input holds a credential, which every user of this machine can read in the process "
+              "list: write it as ${NAME} and set NAME in the environment, or (edge run) put the input in the --config "
+              "file (docs/service.md, \"Credentials\")", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import __doc__ as product
 
@@ -368,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     for add, _ in VERBS.values():
         add(sub)
     args = parser.parse_args(argv)
+    _warn_of_credentials_in_argv(getattr(args, "input", None))
     try:
         return VERBS[args.verb][1](args)
     except EdgeError as e:

@@ -110,9 +110,11 @@ class Metrics:
     def health(self) -> tuple[bool, str]:
         s = self.stats
         if s.last_result_at is None:
-            return False, "no result yet"
+            return False, s.source_error or "no result yet"
         age = time.monotonic() - s.last_result_at
-        return (True, "ok") if age < HEALTHY_S else (False, f"no result for {age:.0f} s")
+        if age < HEALTHY_S:
+            return True, "ok"
+        return False, f"no result for {age:.0f} s" + (f": {s.source_error}" if s.source_error else "")
 
     def close(self) -> None:
         if self.jetson is not None:
