@@ -1,16 +1,20 @@
-"""Credentials: redaction of every URL form, ${NAME} from the environment instead of argv, and FFmpeg's
-own log lines (which bypassed the throttled log) silenced, with the reason a stream cannot open given by edge
-itself, in the log and on /healthz."""
+"""Credentials: redaction of every URL form, ${NAME} from the environment instead of argv, the installed
+configuration's permissions, and FFmpeg's own log lines (which bypassed the throttled log) silenced, with the
+reason a stream cannot open given by edge itself, in the log and on /healthz."""
 
 from __future__ import annotations
 
+import grp
+import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 
@@ -139,3 +143,31 @@ def test_edge_run_on_a_refused_stream_keeps_its_log_to_its_own_lines_and_shows_n
     assert all(line.startswith("edge: ") for line in log), log  # no line of FFmpeg's or OpenCV's own
     retries = [line for line in log if "cannot open" in line]
     assert 2 <= len(retries) <= 4, log  # attempts 1, 2 (and 4): throttled
+
+
+def test_install_writes_the_configuration_0640_root_edge_and_tightens_an_existing_one(tmp_path, monkeypatch):
+    from edge.runtime import service
+
+    config, unit = tmp_path / "etc" / "edge" / "edge.toml", tmp_path / "edge.service"
+    monkeypatch.setattr(service, "CONFIG_PATH", config)
+    monkeypatch.setattr(service, "UNIT_PATH", unit)
+    monkeypatch.setattr(service, "_systemd_ready", lambda: None)
+    ran = []
+    monkeypatch.setattr(service, "_run", ran.append)
+    real_getgrnam = grp.getgrnam
+
+    def getgrnam(name):  # the group `edge` as groupadd would have made it (the recorded command did not run)
+        return SimpleNamespace(gr_gid=4242) if name == "edge" else real_getgrnam(name)
+
+    monkeypatch.setattr(grp, "getgrnam", getgrnam)
+    chowned = []
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid: chowned.append((path, uid, gid)))
+    assert service.install(dry_run=False) == 0
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640 and chowned == [(config, 0, 4242)]
+
+    config.write_text('input = "rtsp://admin:s3cret@cam/x"\n')
+    config.chmod(0o644)  # as installed before
+    chowned.clear()
+    assert service.install(dry_run=False) == 0
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640 and chowned == [(config, 0, 4242)]
+    assert config.read_text() == 'input = "rtsp://admin:s3cret@cam/x"\n'
