@@ -1,7 +1,8 @@
 """The HTTP endpoint: the latest result, a health check and Prometheus metrics.
 
     GET /latest    the last result, as JSON (503 before the first)
-    GET /healthz   200 "ok" while results keep coming; 503 with the reason when none came for HEALTHY_S
+    GET /healthz   200 "ok" while results keep coming; 503 with the reason (a source that is down, and why)
+                   before the first and when none came for HEALTHY_S
     GET /metrics   Prometheus text: frames, drops, reconnects, decode errors, per-stage latency histograms,
                    and, where jetson-stats (jtop) is installed and its service reachable, power, GPU load and
                    temperatures

@@ -8,6 +8,9 @@
     a folder, or a glob such as "shots/*.jpg"   image files, in sorted order
     test://                 a generated moving pattern, so the loop can be tried on any machine
 
+${NAME} anywhere in a URI is read from the environment variable NAME, so that a password need not be on the
+command line; wherever a URI is shown, redact() hides its credentials.
+
 Live sources (cameras, streams, test://) produce frames at their own pace; the loop keeps only the latest.
 Files and folders are read as fast as the loop takes them and never drop a frame.
 
@@ -171,7 +174,7 @@ class Capture(Source):
 
 class NetworkStream(Capture):
     """A network stream through OpenCV's FFmpeg backend, whose failures to open say why (FFmpeg's own log
-    lines are silenced at import, below: they would bypass edge's throttled log on every retry)."""
+    lines are silenced at the top of this module: they would bypass edge's throttled log on every retry)."""
 
     def open(self) -> None:
         try:
@@ -294,7 +297,7 @@ def _why_unreachable(url: str) -> str:
     except ValueError:
         host = port = None
     if not host or not port:
-        return "no stream (udp, srt and tcp cannot be told apart from a silent sender)"
+        return "no stream arrived"  # udp:// and srt:// have no server to ask
     try:
         socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except socket.gaierror:
