@@ -27,7 +27,7 @@ from .loop import STAGES, LoopStats
 log = logging.getLogger("edge")
 
 HEALTHY_S = 10.0
-MAX_CONNECTIONS = 256  # open at once; beyond, a new connection is answered 503 and closed
+MAX_CONNECTIONS = 256  # open at once; beyond, a new connection is answered 503 and closed at once
 REQUEST_DEADLINE_S = 2.0  # for the whole request to arrive, and again for the answer to be taken
 MAX_REQUEST_BYTES = 8192  # the request line and headers; a GET has no body
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -197,8 +197,8 @@ class Server:
         self.thread.start()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.connections) >= MAX_CONNECTIONS:
-            writer.write(_response(503, "too many connections\n", "text/plain"))
+        if len(self.connections) >= MAX_CONNECTIONS:  # closed at once, so that a flood holds no more sockets
+            writer.write(_response(503, "too many connections\n", "text/plain"))  # (a reset if its request came)
             writer.close()
             return
         task = asyncio.current_task()
