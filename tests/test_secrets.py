@@ -79,6 +79,16 @@ def test_a_stream_shows_the_redacted_uri_and_opens_the_one_with_the_environment_
         open_source("rtsq://admin:s3cret@cam/x")
 
 
+@pytest.mark.parametrize("uri, warned", [("rtsp://admin:s3cret@cam/x", True), ("https://cam/x?token=t", True),
+                                         ("rtsp://admin:${CAMERA_PASSWORD}@cam/x", False), ("rtsp://cam/x", False)])
+def test_a_credential_on_the_command_line_is_warned_about_in_one_line(uri, warned, capsys):
+    from edge.cli import _warn_of_credentials_in_argv
+
+    _warn_of_credentials_in_argv(uri)
+    err = capsys.readouterr().err
+    assert err.startswith("edge: warning: --input holds a credential") == warned and err.count("\n") == warned
+
+
 def test_a_stream_that_cannot_open_says_why():
     port = closed_port()
     source = open_source(f"rtsp://admin:s3cret@127.0.0.1:{port}/x")
