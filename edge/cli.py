@@ -346,6 +346,43 @@ def cmd_profile(args) -> int:
     return 0
 
 
+# --- zoo -------------------------------------------------------------------------------------------------
+
+def add_zoo(sub) -> None:
+    p = sub.add_parser("zoo", help="published models by name: list them, or pull one (download, check, import)",
+                       description="The zoo's checksums are the authority: a file from the entry's URL, a mirror "
+                       "(--url) or a local copy (--file) is imported only when it matches (docs/zoo.md).")
+    actions = p.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="the models, their input, preprocessing and published accuracy")
+    pull = actions.add_parser("pull", help="download (resuming a broken download), check the checksum, import")
+    pull.add_argument("name", help="a name from `edge zoo list`")
+    pull.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    where = pull.add_mutually_exclusive_group()
+    where.add_argument("--url", help="download from this mirror instead of the entry's URL")
+    where.add_argument("--file", type=Path, help="a local copy of the file, instead of downloading it")
+    pull.add_argument("--labels", type=Path, help="one label a line in class order; for the ImageNet models, "
+                      "synset_words.txt (1000 ILSVRC-2012 classes; edge ships none)")
+    pull.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+
+def cmd_zoo(args) -> int:
+    from .zoo import load_zoo, pull
+
+    if args.zoo_action == "list":
+        print(f"{'name':24} {'format':6} {'input':14} {'top-1':>6} {'top-5':>6}  preprocessing")
+        for entry in load_zoo().values():
+            top1, top5 = (f"{entry.accuracy[k]:g}" if k in entry.accuracy else "-" for k in ("top1", "top5"))
+            inputs = f"{entry.card['input']} {entry.card['layout']}"
+            print(f"{entry.name:24} {entry.kind:6} {inputs:14} {top1:>6} {top5:>6}  {entry.describe_preprocessing()}")
+        return 0
+    folder = pull(args.name, args.repo, args.url, args.file, args.labels, args.force)
+    if args.labels is None:
+        print(f"edge: note: {folder}: imported without labels, so classes print as numbers; pull again with "
+              "--force --labels synset_words.txt to name them", file=sys.stderr)
+    print(folder)
+    return 0
+
+
 VERBS = {
     "import": (add_import, cmd_import),
     "classify": (add_classify, cmd_classify),
@@ -357,6 +394,7 @@ VERBS = {
     "service": (add_service, cmd_service),
     "profile": (add_profile, cmd_profile),
     "info": (add_info, cmd_info),
+    "zoo": (add_zoo, cmd_zoo),
 }
 
 
