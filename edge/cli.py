@@ -346,6 +346,68 @@ def cmd_profile(args) -> int:
     return 0
 
 
+# --- list, show, rm ---------------------------------------------------------------------------------------
+
+def add_list(sub) -> None:
+    p = sub.add_parser("list", help="the models in the repository: variants, calibration, engines, sizes",
+                       description="Each engine is marked current when this machine's GPU and TensorRT built it "
+                       "and the files it was built from are unchanged; otherwise it says why not.")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+
+
+def cmd_list(args) -> int:
+    from .repository import contents, describe_contents, model_folders, size_text, this_machine
+
+    folders = model_folders(args.repo)
+    if not folders:
+        print(f"no models in {args.repo or 'the repository'}")
+        return 0
+    machine = this_machine()
+    for folder in folders:
+        found = contents(folder, machine)
+        print(f"{folder.name}  ({size_text(found.size)}, {folder})")
+        for line in describe_contents(found):
+            print(f"  {line}")
+    return 0
+
+
+def add_show(sub) -> None:
+    p = sub.add_parser("show", help="a model's card in words: input, preprocessing, labels, sources, variants")
+    _model_folder_flags(p)
+
+
+def cmd_show(args) -> int:
+    from .model import Card, find_model_folder
+    from .repository import contents, describe_card, describe_contents, size_text, this_machine
+
+    folder = find_model_folder(args.model, args.repo)
+    card = Card.read(folder)
+    found = contents(folder, this_machine())
+    print(f"{card.name}  ({size_text(found.size)}, {folder})")
+    for line in describe_card(card, folder) + describe_contents(found):
+        print(line)
+    return 0
+
+
+def add_rm(sub) -> None:
+    p = sub.add_parser("rm", help="remove a model folder, or only its TensorRT engines")
+    _model_folder_flags(p)
+    p.add_argument("--engines-only", action="store_true",
+                   help="remove the engines, their sidecars and timing caches, keeping the model (`edge build` "
+                   "makes them again)")
+
+
+def cmd_rm(args) -> int:
+    from .repository import remove
+
+    removed = remove(args.model, args.repo, args.engines_only)
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print(f"{args.model}: no engines to remove")
+    return 0
+
+
 # --- zoo -------------------------------------------------------------------------------------------------
 
 def add_zoo(sub) -> None:
@@ -395,13 +457,18 @@ VERBS = {
     "profile": (add_profile, cmd_profile),
     "info": (add_info, cmd_info),
     "zoo": (add_zoo, cmd_zoo),
+    "list": (add_list, cmd_list),
+    "show": (add_show, cmd_show),
+    "rm": (add_rm, cmd_rm),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     from . import __doc__ as product
+    from . import __version__
 
     parser = argparse.ArgumentParser(prog="edge", description=product.strip())
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)
