@@ -122,8 +122,12 @@ def cmd_import(args) -> int:
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files OpenCV can decode")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files OpenCV can decode, folders of them, or globs such as 'shots/*.jpg'")
     p.add_argument("--top", type=_positive, default=5, help="labels per image (default: 5)")
+    p.add_argument("--annotate", type=Path, metavar="OUT",
+                   help="also write each image with its top classes drawn: to OUT for one image, else into the "
+                   "folder OUT under the image's own name")
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
 
@@ -131,18 +135,24 @@ def add_classify(sub) -> None:
 def cmd_classify(args) -> int:
     from .model import Model
     from .preprocess import load_image
+    from .runtime.sinks import annotation_paths, write_annotated
+    from .runtime.sources import image_paths
 
+    paths = [path for argument in args.images for path in (image_paths(argument) or [Path(argument)])]
     model = Model.load(args.model, args.repo, args.backend, args.precision)
-    images = [load_image(path) for path in args.images]  # every file is checked before any inference
+    images = [load_image(path) for path in paths]  # every file is checked before any inference
+    annotations = annotation_paths(paths, args.annotate) if args.annotate else None
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:
         results = model.classify_batch(images, args.top)
+    for image, top, annotation in zip(images, results, annotations or []):
+        write_annotated(image, [f"{p.probability:6.2%} {p.label}" for p in top], annotation)  # as imagenet draws
     if args.json:
         print(json.dumps({"model": model.card.name, "results": [
-            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(args.images, results)]}))
+            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(paths, results)]}))
         return 0
-    for path, top in zip(args.images, results):
+    for path, top in zip(paths, results):
         print(path)
         for p in top:
             print(f"  {p.probability:7.4f}  {p.class_id:5d}  {p.label}")
@@ -414,7 +424,7 @@ def add_zoo(sub) -> None:
     p = sub.add_parser("zoo", help="published models by name: list them, or pull one (download, check, import)",
                        description="The zoo's checksums are the authority: a file from the entry's URL, a mirror "
                        "(--url) or a local copy (--file) is imported only when it matches (docs/zoo.md).")
-    actions = p.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="zoo_action", required=True, metavar="ACTION", help="list or pull")
     actions.add_parser("list", help="the models, their input, preprocessing and published accuracy")
     pull = actions.add_parser("pull", help="download (resuming a broken download), check the checksum, import")
     pull.add_argument("name", help="a name from `edge zoo list`")
