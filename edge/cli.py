@@ -366,11 +366,12 @@ def add_list(sub) -> None:
 
 
 def cmd_list(args) -> int:
+    from .model import repo_folder
     from .repository import contents, describe_contents, model_folders, size_text, this_machine
 
     folders = model_folders(args.repo)
     if not folders:
-        print(f"no models in {args.repo or 'the repository'}")
+        print(f"no models in {repo_folder(args.repo)}")
         return 0
     machine = this_machine()
     for folder in folders:
@@ -438,7 +439,7 @@ def add_zoo(sub) -> None:
 
 
 def cmd_zoo(args) -> int:
-    from .zoo import load_zoo, pull
+    from .zoo import find_entry, load_zoo, pull
 
     if args.zoo_action == "list":
         print(f"{'name':24} {'format':6} {'input':14} {'top-1':>6} {'top-5':>6}  preprocessing")
@@ -448,7 +449,7 @@ def cmd_zoo(args) -> int:
             print(f"{entry.name:24} {entry.kind:6} {inputs:14} {top1:>6} {top5:>6}  {entry.describe_preprocessing()}")
         return 0
     folder = pull(args.name, args.repo, args.url, args.file, args.labels, args.force)
-    if args.labels is None:
+    if args.labels is None and find_entry(args.name).labels:
         print(f"edge: note: {folder}: imported without labels, so classes print as numbers; pull again with "
               "--force --labels synset_words.txt to name them", file=sys.stderr)
     print(folder)

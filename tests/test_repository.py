@@ -122,6 +122,11 @@ def test_every_error_is_one_line(argv, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("edge: error: ")
 
 
+def test_an_empty_repository_says_so(tmp_path, capsys):
+    assert cli.main(["list", "--repo", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"no models in {tmp_path}"
+
+
 def test_a_broken_card_is_one_line_in_show(repo, capsys):
     (repo / "tiny" / "model.toml").write_text("name = \n")
     assert cli.main(["show", "tiny", "--repo", str(repo)]) == 1

@@ -246,6 +246,7 @@ def test_a_download_that_keeps_breaking_is_resumed_by_the_next_run(resnet, serve
     assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo)]) == 0
     assert server.ranges == [f"bytes={kept}-"]
     assert sorted(p.name for p in repo.iterdir()) == [entry.name]
+    assert "imported without labels" in capsys.readouterr().err
 
 
 def test_a_mirror_replaces_the_url_and_the_checksum_still_decides(resnet, server, tmp_path):
