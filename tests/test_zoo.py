@@ -221,8 +221,20 @@ def test_a_file_that_does_not_match_is_refused_in_one_line_and_nothing_is_kept(h
     assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and entry.download.checksum in err and hashlib.sha256(bad).hexdigest() in err
-    assert entry.download.name in err
+    assert err.startswith(f"edge: error: {entry.download.url}: sha256 ")
     assert list(repo.iterdir()) == []  # no model folder, no .downloads, no .part
+
+
+def test_a_changed_shipped_prototxt_is_refused_too(tmp_path, server, monkeypatch):
+    name = "bvlc_googlenet"
+    entry = serve(ZOO[name], generated_file(ZOO[name], tmp_path), server)
+    prototxt = next(f for f in entry.files if f.package)
+    changed = dataclasses.replace(prototxt, checksum="0" * 64)
+    entry = dataclasses.replace(entry, files=tuple(changed if f is prototxt else f for f in entry.files))
+    monkeypatch.setattr("edge.zoo.load_zoo", lambda: {name: entry})
+    with pytest.raises(EdgeError, match=f"{prototxt.package}: sha256 .*, expected 0000"):
+        pull(name, tmp_path / "engines")
+    assert list((tmp_path / "engines").iterdir()) == []
 
 
 def test_an_interrupted_download_resumes_where_it_broke_off(resnet, server):

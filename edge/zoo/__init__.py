@@ -111,10 +111,11 @@ def file_checksum(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, expected: ZooFile) -> None:
+def verify(path: Path, expected: ZooFile, shown_as: str | os.PathLike) -> None:
+    """Refuse a file that is not the published one; `shown_as` names it to the user (its URL, for a download)."""
     actual = file_checksum(path, expected.algorithm)
     if actual != expected.checksum:
-        raise EdgeError(f"{path}: {expected.algorithm} {actual}, expected {expected.checksum} "
+        raise EdgeError(f"{shown_as}: {expected.algorithm} {actual}, expected {expected.checksum} "
                         f"(the published {expected.name}); refused, nothing imported")
 
 
@@ -147,10 +148,10 @@ def download(url: str, part: Path) -> None:
             raise EdgeError(f"{url}: HTTP {e.code} {e.reason}") from None
         except urllib.error.URLError as e:
             raise EdgeError(f"{url}: cannot download: {e.reason}") from None
-        except (OSError, http.client.HTTPException) as e:  # a reset or timed-out connection, mid-file
-            if isinstance(e, OSError) and e.filename is not None:  # the .part itself: a full disk, say
-                raise
+        except (ConnectionError, TimeoutError, http.client.HTTPException) as e:  # a connection lost mid-file
             reason = f"{type(e).__name__}: {e}"
+        except OSError as e:  # the .part itself: a full disk, say
+            raise EdgeError(f"{part}: cannot write the download: {e.strerror or e}") from None
         if attempt == ATTEMPTS:
             raise EdgeError(f"{url}: download interrupted ({reason}); run the same command again to resume from "
                             f"{part}")
@@ -169,7 +170,7 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
         local = Path(file)
         if not local.is_file():
             raise EdgeError(f"{local}: no such file")
-        verify(local, fetched)
+        verify(local, fetched, local)
         return _import(entry, local, repo, labels, force, origin=str(local.resolve()))
     downloads = repo_folder(repo) / DOWNLOADS
     downloads.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,7 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
     try:
         download(source, part)
         try:
-            verify(part, fetched)
+            verify(part, fetched, source)
         except EdgeError:
             part.unlink()
             raise
@@ -199,7 +200,7 @@ def _import(entry: ZooEntry, fetched: Path, repo, labels, force: bool, origin: s
         shipped = {f.role: stack.enter_context(resources.as_file(resources.files(__package__).joinpath(f.package)))
                    for f in entry.files if f.package is not None}
         for role, path in shipped.items():
-            verify(path, files[role])  # the package itself is checked as downloads are
+            verify(path, files[role], path)  # the package itself is checked as downloads are
         model = shipped.get("model", fetched)
         weights = fetched if "weights" in files else None
         return import_model(model, name=entry.name, repo=repo, weights=weights, labels=labels,
