@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .engine import ENGINE_SUFFIX, Target, read_sidecar, sidecar_path, why_stale
 from .errors import EdgeError
-from .model import CARD, PRECISION_FILES, Card, find_model_folder, repo_folder
+from .model import CARD, PRECISION_FILES, Card, find_model_folder, read_labels, repo_folder
 
 CALIBRATION_FILES = ("calibration.cache", "calibration.json")
 TIMING_CACHE_SUFFIX = ".timing.cache"
@@ -154,7 +154,7 @@ def describe_card(card: Card, folder: Path) -> list[str]:
     kind = "probabilities" if card.probabilities else "logits (softmax applied by edge)"
     lines.append(f"output       {card.output_name}: {card.classes} classes, {kind}")
     if card.labels:
-        labels = (folder / card.labels).read_text(encoding="utf-8").splitlines()
+        labels = read_labels(folder / card.labels)
         lines.append(f"labels       {card.labels}: {len(labels)}, from {labels[0]!r} to {labels[-1]!r}")
     else:
         lines.append("labels       none (classes print as numbers)")

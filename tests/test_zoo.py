@@ -173,6 +173,10 @@ def test_pull_every_onnx_entry_end_to_end(name, tmp_path, server, monkeypatch, c
     assert card.source["origin"][entry.download.name] == f"sha256:{entry.download.checksum}"
     assert sorted(p.name for p in repo.iterdir()) == [name]  # no .downloads left behind
     assert Model.load(name, repo).label(3) == "class 3"
+    assert cli.main(["show", name, "--repo", str(repo)]) == 0
+    shown = capsys.readouterr().out
+    assert "labels       labels.txt: 1000, from 'class 0' to 'class 999'" in shown
+    assert f"origin     zoo {name}, from {entry.download.url}" in shown
 
 
 # GoogLeNet only: random weights for AlexNet and CaffeNet are 240 MB each and take 20-30 s (both passed this test
