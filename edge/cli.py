@@ -97,15 +97,18 @@ def add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from .importer import PreprocessOptions, import_model
-    from .model import Card
+    from .importer import PreprocessOptions, discarded_by_import, import_model, model_name
+    from .model import Card, repo_folder
 
     resize, resize_size = args.resize or (None, None)
     options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
                                 layout=args.layout, mean_values=args.mean_values, mean_file=args.mean_file,
                                 scale=args.scale, std=args.std)
+    discarded = discarded_by_import(repo_folder(args.repo) / model_name(args.src, args.name)) if args.force else None
     folder = import_model(args.src, name=args.name, repo=args.repo, weights=args.weights, labels=args.labels,
                           options=options, force=args.force)
+    if discarded:  # said once the new folder is in place: until then the old one was kept whole
+        print(f"edge: {folder}: replaced; discarded {discarded}", file=sys.stderr)
     spec = Card.read(folder).preprocess
     if spec.mean_image is None and not any(spec.mean) and spec.std is None and spec.scale == 1.0:
         # Legal (some graphs normalise inside), but far more often a forgotten flag: the zoo's Caffe prototxts

@@ -19,7 +19,7 @@ import tomli_w
 from . import __version__
 from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
-from .model import CARD, LABELS, MEAN_IMAGE, Card, read_labels, repo_folder
+from .model import CARD, LABELS, MEAN_IMAGE, PRECISION_FILES, Card, read_labels, repo_folder
 from .preprocess import Preprocess
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -127,6 +127,37 @@ def _card_preprocess(dims: list[int | None], layout: str, options: PreprocessOpt
     )
 
 
+def model_name(src: Path, name: str | None) -> str:
+    """--name, else what SRC is called: deploy.prototxt and model.onnx say nothing, the zoo's folder name does."""
+    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
+    if not _NAME.match(name):
+        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    return name
+
+
+def discarded_by_import(folder: Path) -> str | None:
+    """What `edge import --force` discards from an existing model folder, in words; None when nothing."""
+    from .engine import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX
+    from .precision.calibrate import CALIBRATION_CACHE
+    from .precision.images import CALIBRATION_JSON
+
+    kinds = {"precision variants": [], "calibration": [], "engines": [], "other files": []}
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        name = path.name
+        if name in (CARD, LABELS, MEAN_IMAGE, PRECISION_FILES["fp32"]) or name.startswith("."):
+            continue
+        if name in PRECISION_FILES.values():
+            kinds["precision variants"].append(name)
+        elif name in (CALIBRATION_CACHE, CALIBRATION_JSON):
+            kinds["calibration"].append(name)
+        elif name.endswith(ENGINE_SUFFIX):
+            kinds["engines"].append(name)
+        elif not (path.with_suffix(ENGINE_SUFFIX).is_file() or name.endswith(TIMING_CACHE_SUFFIX)):
+            kinds["other files"].append(name)  # an engine's sidecar and the timing caches go with the engines
+    said = [f"{kind} ({', '.join(names)})" for kind, names in kinds.items() if names]
+    return "; ".join(said) or None
+
+
 def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
                  options: PreprocessOptions | None = None, force: bool = False, origin: dict | None = None) -> Path:
@@ -170,10 +201,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
             raise EdgeError(f"{src}: --weights and --mean are for Caffe models (a .prototxt)")
         model = load_onnx(src)
         defaults = {"color": "rgb", "resize": "shorter"}
-    # deploy.prototxt and model.onnx say nothing: the zoo's folder name does.
-    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
-    if not _NAME.match(name):
-        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    name = model_name(src, name)
     model = check_onnx(model, src)
     input_name, dims, layout = find_image_input(model, options.layout, src)
     output_name, classes, probabilities = find_class_output(model, src)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeError
-from .files import read_text_lines, read_toml
+from .files import read_text_lines, read_toml, remove_stale
 from .preprocess import Preprocess, oversample, preprocess
 
 CARD = "model.toml"
@@ -33,6 +34,11 @@ def repo_folder(repo: str | os.PathLike | None = None) -> Path:
 def find_model_folder(model: str | os.PathLike, repo: str | os.PathLike | None = None) -> Path:
     """MODEL is a model folder, or the name of one inside the repository."""
     for folder in (Path(model), repo_folder(repo) / model):
+        if not folder.exists() and folder.parent.is_dir():
+            # A replacement killed between its two renames (no exchange on this filesystem) parked the folder
+            # aside: put it back. A reader that may not write leaves that to the next writer.
+            with contextlib.suppress(OSError):
+                remove_stale(folder)
         if (folder / CARD).is_file():
             return folder
     raise EdgeError(f"{model}: not a model folder (no {CARD}), nor a model in {repo_folder(repo)}/")

@@ -39,13 +39,12 @@ from ..engine import (
     install_engine,
     make_sidecar,
     read_sidecar,
-    remove_leftovers,
     source_hashes,
     timing_cache_path,
     why_stale,
 )
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, remove_stale
 from ..precision.calibrate import CALIBRATION_CACHE
 
 if TYPE_CHECKING:
@@ -263,7 +262,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
                         "`edge build` as a user who can (the service's repository belongs to the user edge)")
     _say(f"{engine}: building ({reason}){_other_engines(folder, precision, engine)}: TensorRT {target.tensorrt}, "
          f"{spec.path} from {spec.onnx}; this takes minutes")
-    remove_leftovers(engine)
+    remove_stale(folder)
     sources = source_hashes(folder, spec)  # hashed before the build, so a file changed during it shows as stale
     started = time.monotonic()
     engine_bytes = _build_serialized(trt, folder, card, spec, target, cache)

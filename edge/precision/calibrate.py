@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes, atomic_write_text, sha256_file
+from ..files import sha256_file, updated_folder
 from ..importer import load_onnx
 from ..model import CARD, PRECISION_FILES, Card
 from ..preprocess import load_image, preprocess
@@ -61,8 +61,6 @@ BATCH = 10
 def calibrate(folder: Path, images: list[Path], method: str = "percentile",
               tensorrt_version: str = DEFAULT_TENSORRT) -> Path:
     """Calibrate folder/model.onnx on `images`; writes the three files and returns model.int8.onnx's path."""
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
-
     folder = Path(folder)
     if not (folder / CARD).is_file():
         raise EdgeError(f"{folder}: not a model folder (no {CARD})")
@@ -75,8 +73,19 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         raise EdgeError(reason)
     card = Card.read(folder)
     source = folder / PRECISION_FILES["fp32"]
+    # The three files change together or not at all: written in a staging folder that then replaces the model
+    # folder in one step. ONNX Runtime's working files (tens of MB) live in it too, so a killed run's are found.
+    with updated_folder(folder) as staging:
+        _calibrate_into(staging, source, card, images, method, tensorrt_version)
+    return folder / PRECISION_FILES["int8"]
+
+
+def _calibrate_into(staging: Path, source: Path, card: Card, images: list[Path], method: str,
+                    tensorrt_version: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edge-calibrate.") as tmp:
+    with tempfile.TemporaryDirectory(dir=staging) as tmp:
         fp32 = Path(tmp) / "model.onnx"
         onnx.save(_with_opset_13(source), str(fp32))
         calibrator = create_calibrator(
@@ -111,11 +120,9 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         "tensors": {name: {"min": low, "max": high, "amax": amax[name], "scale": scales.get(name)}
                     for name, (low, high) in low_high.items()},
     }
-    atomic_write_text(folder / CALIBRATION_CACHE, format_cache(scales, tensorrt_version))
-    atomic_write_text(folder / CALIBRATION_JSON, json.dumps(record, indent=1) + "\n")
-    target = folder / PRECISION_FILES["int8"]
-    atomic_write_bytes(target, int8_bytes)
-    return target
+    (staging / CALIBRATION_CACHE).write_text(format_cache(scales, tensorrt_version), encoding="utf-8")
+    (staging / CALIBRATION_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    (staging / PRECISION_FILES["int8"]).write_bytes(int8_bytes)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, remove_stale
 from ..importer import load_onnx
 from ..model import CARD, PRECISION_FILES
 
@@ -48,6 +48,7 @@ def make_fp16(folder: Path) -> Path:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise EdgeError(f"{source}: the float16 graph is not valid ONNX: {first_line(e)}") from None
     target = folder / PRECISION_FILES["fp16"]
+    remove_stale(folder)  # what a killed run left; one file, so a rename is enough to replace it whole
     atomic_write_bytes(target, half.SerializeToString())
     return target
 
