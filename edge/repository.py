@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .engine import ENGINE_SUFFIX, Target, read_sidecar, sidecar_path, why_stale
 from .errors import EdgeError
+from .files import fsync_path
 from .model import CARD, PRECISION_FILES, Card, find_model_folder, read_labels, repo_folder
 
 CALIBRATION_FILES = ("calibration.cache", "calibration.json")
@@ -104,8 +105,11 @@ def remove(model: str | os.PathLike, repo: str | os.PathLike | None = None, engi
         for path in removed:  # each engine before its sidecar: an engine never outlives its sidecar
             path.unlink()
         return removed
-    aside = folder.with_name(f".{folder.name}.removing-{os.getpid()}")
-    os.replace(folder, aside)
+    # Named as files.py names a temporary, so a run killed before the rmtree ends leaves what the next run on
+    # this name clears (files.remove_stale), rather than a folder nothing ever removes.
+    aside = folder.with_name(f".{folder.name}.{os.getpid()}.removing.tmp")
+    os.rename(folder, aside)
+    fsync_path(folder.parent)
     shutil.rmtree(aside)
     return [folder]
 

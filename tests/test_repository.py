@@ -11,6 +11,7 @@ import pytest
 
 from edge import __version__, cli
 from edge.engine import BuildSpec, Target, engine_path, install_engine, make_sidecar, source_hashes
+from edge.errors import EdgeError
 from edge.repository import contents, model_folders
 
 from runtime_support import tiny_model_folder
@@ -112,6 +113,24 @@ def test_edge_rm_engines_only_keeps_the_model(repo, capsys):
 def test_edge_rm_removes_the_folder_and_leaves_nothing_aside(repo, capsys):
     assert cli.main(["rm", "tiny", "--repo", str(repo)]) == 0
     assert capsys.readouterr().out.strip() == f"removed {repo / 'tiny'}"
+    assert sorted(p.name for p in repo.iterdir()) == [".downloads", "other"]
+
+
+def test_what_a_killed_rm_left_is_cleared_by_the_next_run_on_that_name(repo, monkeypatch):
+    from edge.model import find_model_folder
+    from edge.repository import remove
+
+    def killed(path):
+        raise KeyboardInterrupt  # as a kill between the rename aside and the end of the rmtree
+
+    with monkeypatch.context() as m:
+        m.setattr("edge.repository.shutil.rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            remove("tiny", repo)
+    assert [p.name for p in repo.iterdir() if p.name.startswith(".tiny.")]  # set aside, not yet deleted
+    monkeypatch.setattr("edge.files._alive", lambda pid: False)  # that run has ended
+    with pytest.raises(EdgeError, match="not a model folder"):
+        find_model_folder("tiny", repo)
     assert sorted(p.name for p in repo.iterdir()) == [".downloads", "other"]
 
 
