@@ -442,6 +442,8 @@ def add_zoo(sub) -> None:
 
 
 def cmd_zoo(args) -> int:
+    from .importer import discarded_by_import
+    from .model import repo_folder
     from .zoo import find_entry, load_zoo, pull
 
     if args.zoo_action == "list":
@@ -451,7 +453,10 @@ def cmd_zoo(args) -> int:
             inputs = f"{entry.card['input']} {entry.card['layout']}"
             print(f"{entry.name:24} {entry.kind:6} {inputs:14} {top1:>6} {top5:>6}  {entry.describe_preprocessing()}")
         return 0
+    discarded = discarded_by_import(repo_folder(args.repo) / args.name) if args.force else None
     folder = pull(args.name, args.repo, args.url, args.file, args.labels, args.force)
+    if discarded:  # as `edge import --force` says it
+        print(f"edge: {folder}: replaced; discarded {discarded}", file=sys.stderr)
     if args.labels is None and find_entry(args.name).labels:
         print(f"edge: note: {folder}: imported without labels, so classes print as numbers; pull again with "
               "--force --labels synset_words.txt to name them", file=sys.stderr)

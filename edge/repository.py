@@ -14,13 +14,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import ENGINE_SUFFIX, Target, read_sidecar, sidecar_path, why_stale
+from .engine import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX, Target, read_sidecar, sidecar_path, why_stale
 from .errors import EdgeError
 from .files import fsync_path
 from .model import CARD, PRECISION_FILES, Card, find_model_folder, read_labels, repo_folder
+from .precision.calibrate import CALIBRATION_CACHE
+from .precision.images import CALIBRATION_JSON
 
-CALIBRATION_FILES = ("calibration.cache", "calibration.json")
-TIMING_CACHE_SUFFIX = ".timing.cache"
+CALIBRATION_FILES = (CALIBRATION_CACHE, CALIBRATION_JSON)
 
 
 @dataclass(frozen=True)

@@ -292,14 +292,16 @@ def test_a_local_file_replaces_the_download_and_a_wrong_one_is_left_alone(resnet
     assert server.ranges == []
 
 
-def test_an_existing_model_is_kept_unless_forced_and_nothing_is_downloaded_first(resnet, server):
+def test_an_existing_model_is_kept_unless_forced_and_nothing_is_downloaded_first(resnet, server, capsys):
     entry, _, repo = resnet
     pull(entry.name, repo)
     with pytest.raises(EdgeError, match="already exists; pass --force"):
         pull(entry.name, repo)
     assert len(server.ranges) == 1
-    pull(entry.name, repo, force=True)
+    (repo / entry.name / "model.fp16.onnx").write_bytes(b"a variant")
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--force"]) == 0
     assert len(server.ranges) == 2
+    assert "replaced; discarded precision variants (model.fp16.onnx)" in capsys.readouterr().err
 
 
 def test_an_unknown_name_and_an_unreachable_url_are_one_line(resnet, server, capsys):
