@@ -173,7 +173,8 @@ def add_eval(sub) -> None:
     p.add_argument("--limit", type=_positive, help="only the first N images")
     p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
                    "(default: 1, the fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
-    p.add_argument("--json", action="store_true", help="the scores as one JSON object instead of the table")
+    p.add_argument("--json", action="store_true",
+                   help="the scores as one JSON object instead of the table (schema edge.eval/1, README.md)")
 
 
 def cmd_eval(args) -> int:
@@ -194,9 +195,9 @@ def cmd_eval(args) -> int:
         raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of fp32,fp16,int8")
     models, workers = load_models(args.model, args.repo, args.backend, precisions)
     scores = evaluate(models, items, batch_size=args.batch, workers=workers)
-    if args.json:
-        only = next(iter(scores.values()))
-        print(json.dumps(only if len(scores) == 1 else {"n": only["n"], "precisions": scores}))
+    if args.json:  # one shape however many precisions (README.md, "Classify and evaluate")
+        model = next(iter(models.values()))
+        print(json.dumps({"schema": "edge.eval/1", "model": model.card.name, "n": len(items), "precisions": scores}))
         return 0
     print(f"{'precision':10} {'images':>7} {'top-1':>7} {'top-5':>7} {'top-1 err':>9} {'agree':>7} {'max |dp|':>9}")
     for name, s in scores.items():
