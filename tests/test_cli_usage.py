@@ -100,22 +100,31 @@ def test_help_shows_every_default():
 
 
 ROOT = TESTS.parent
-FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
+SHELL_FENCES = ("```", "```sh", "```bash", "```shell", "```console")
+
+
+def shell_lines(text: str):
+    """The lines inside the fenced blocks of a Markdown text that are shell or plain (not python, json, ...)."""
+    opener = None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            opener = line.strip() if opener is None else None
+        elif opener in SHELL_FENCES:
+            yield line
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
-    """(where, argv) for every `edge` command in the fenced blocks of README.md and docs/*.md: comments and
+    """(where, argv) for every `edge` command in the shell blocks of README.md and docs/*.md: comments and
     `&&` chains split off, `sudo` and a venv's path dropped, [optional] parts included, a|b taking a."""
     commands = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for block in FENCE.findall(path.read_text(encoding="utf-8")):
-            for line in block.splitlines():
-                for command in re.sub(r"\s#\s.*", "", line).split("&&"):
-                    words = shlex.split(re.sub(r"\[([^]|]*)[^]]*\]", r"\1", command))
-                    if words[:1] == ["sudo"]:
-                        words = words[1:]
-                    if words and Path(words[0]).name == "edge":
-                        commands.append((f"{path.relative_to(ROOT)}: {command.strip()}", words[1:]))
+        for line in shell_lines(path.read_text(encoding="utf-8")):
+            for command in re.sub(r"\s#\s.*", "", line).split("&&"):
+                words = shlex.split(re.sub(r"\[([^]|]*)[^]]*\]", r"\1", command))
+                if words[:1] == ["sudo"]:
+                    words = words[1:]
+                if words and Path(words[0]).name == "edge":
+                    commands.append((f"{path.relative_to(ROOT)}: {command.strip()}", words[1:]))
     return commands
 
 
