@@ -66,6 +66,17 @@ def test_a_video_file_gives_exactly_one_json_line_per_frame_in_order(tiny, tmp_p
     assert "end: 40 frames, 0 dropped" in done.stderr
 
 
+def test_an_annotated_video_plays_at_the_clips_frame_rate(tiny, tmp_path):
+    video = write_video(tmp_path / "clip.avi", 20, fps=10)
+    out = tmp_path / "out.mp4"
+    done = subprocess.run(EDGE + ["run", tiny, "--input", str(video), "--annotate", str(out), "--output", "-"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    written = cv2.VideoCapture(str(out))
+    assert (written.get(cv2.CAP_PROP_FPS), written.get(cv2.CAP_PROP_FRAME_COUNT)) == (10, 20)  # was 30 fps
+    written.release()
+
+
 def test_an_image_folder_names_each_file_and_skips_broken_ones(tiny, tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((20, 30, 3), 80 * i, np.uint8))

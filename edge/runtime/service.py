@@ -85,7 +85,7 @@ RUN_OPTIONS = (
     Option("min_probability", float, 0.0, "leave out labels and groups below this probability", minimum=0),
     Option("smoothing", int, 1, "average probabilities over the last N frames (1: no smoothing)", minimum=1),
     Option("annotate", str, "", "also write the frames with their top label drawn to this video file (.avi or "
-           ".mp4), at --fps (default 30); empty: off"),
+           ".mp4), at the input's frame rate (an input without one, such as a folder: --fps, default 30); empty: off"),
 )
 OPTIONS_BY_KEY = {option.key: option for option in RUN_OPTIONS}
 
@@ -278,7 +278,7 @@ class Runner:
         address = parse_address(options["http"]) if options["http"] else None
         source = open_source(options["input"], options["width"], options["height"], options["fps"], options["loop"])
         sinks = [open_sink(uri) for uri in options["output"]]
-        annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
+        annotate = AnnotatedVideo(options["annotate"], source, options["fps"]) if options["annotate"] else None
         shown = redact(options["input"])  # no camera password in logs, STATUS or /metrics
         watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), shown,
                             self.started)

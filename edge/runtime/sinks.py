@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import socket
 import sys
@@ -39,6 +40,8 @@ from ..errors import EdgeError
 from ..files import read_toml
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+log = logging.getLogger("edge")
 
 
 def load_groups(path: str | Path, labels: list[str], classes: int) -> dict[str, np.ndarray]:
@@ -168,12 +171,15 @@ class UdpSink:
 
 class AnnotatedVideo:
     """Each classified frame with its top label (or top group) drawn, to a video file: a look at what the model
-    sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's."""
+    sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's.
+    The video plays at the source's frame rate, so a 10 fps clip gives a 10 fps video; a source without one (an
+    image folder, an unpaced test://) gets `fps`, else 30, and the log says so."""
 
     FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
+    DEFAULT_FPS = 30.0
 
-    def __init__(self, path: str | Path, fps: float):
-        self.path, self.fps = Path(path), fps
+    def __init__(self, path: str | Path, source, fps: float | None = None):
+        self.path, self.source, self.fps = Path(path), source, fps
         if self.path.suffix.lower() not in self.FOURCC:
             raise EdgeError(f"{self.path}: an annotated video must be .avi or .mp4")
         if not self.path.parent.is_dir():  # OpenCV would only refuse at the first frame, after its result is out
@@ -182,10 +188,15 @@ class AnnotatedVideo:
         self.size: tuple[int, int] | None = None
 
     def write(self, image: np.ndarray, result: dict) -> None:
-        if self.writer is None:
+        if self.writer is None:  # the source is open by now: it has read this frame
             self.size = (image.shape[1], image.shape[0])
             fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
+            fps = self.source.frame_rate()
+            if fps is None:
+                fps = self.fps or self.DEFAULT_FPS
+                log.info("%s: %s has no frame rate of its own; the video plays at %g fps (--fps sets it)", self.path,
+                         self.source.uri, fps)
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, fps, self.size)
             if not self.writer.isOpened():
                 raise EdgeError(f"{self.path}: OpenCV cannot write this video")
         if (image.shape[1], image.shape[0]) != self.size:

@@ -12,8 +12,9 @@ Live sources (cameras, streams, test://) produce frames at their own pace; the l
 Files and folders are read as fast as the loop takes them and never drop a frame.
 
 Every source has the same small interface: `open()` (raises SourceError when it cannot), `read()` returning
-a Frame or None at the end, and `close()`. A live source that fails is reopened by the capture thread with
-backoff; a file that fails to open is an EdgeError before the loop starts.
+a Frame or None at the end, `close()`, and `frame_rate()`, the frames per second it says it delivers, once open.
+A live source that fails is reopened by the capture thread with backoff; a file that fails to open is an
+EdgeError before the loop starts.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class Source:
     def close(self) -> None:
         pass
 
+    def frame_rate(self) -> float | None:
+        """Frames per second, as the source says once open (a video file's, a camera's); None when it has none."""
+        return None
+
     def __enter__(self) -> Source:
         self.open()
         return self
@@ -120,6 +125,9 @@ class TestPattern(Source):
         self.count += 1
         return Frame(np.roll(self.pattern, shift, axis=1), time.time())
 
+    def frame_rate(self) -> float | None:
+        return self.fps or None  # unpaced: no rate
+
 
 class Capture(Source):
     """Anything cv2.VideoCapture opens: cameras, network streams, GStreamer pipelines, video files."""
@@ -151,6 +159,11 @@ class Capture(Source):
             return None
         position = None if self.live else self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return Frame(image, time.time(), position=position)
+
+    def frame_rate(self) -> float | None:
+        rate = self.capture.get(cv2.CAP_PROP_FPS) if self.capture is not None else 0.0
+        # 0 when the container does not say; FFmpeg gives some streams' time base instead (90000)
+        return rate if 0 < rate < 1000 else None
 
     def close(self) -> None:
         if self.capture is not None:
@@ -207,6 +220,9 @@ class Looping(Source):
 
     def close(self) -> None:
         self.inner.close()
+
+    def frame_rate(self) -> float | None:
+        return self.inner.frame_rate()
 
     @property
     def decode_errors(self) -> int:
