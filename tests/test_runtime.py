@@ -266,6 +266,24 @@ def test_file_and_udp_sinks_carry_json_lines(tmp_path):
         open_sink("udp://nowhere")
 
 
+@pytest.mark.parametrize("uri, message", [
+    ("display://0", "display://0: unknown output scheme display:// (outputs are JSON lines: -, a file, file://PATH or "
+     "udp://HOST:PORT)"),
+    ("RTP://10.0.0.2:5000", "RTP://10.0.0.2:5000: unknown output scheme rtp:// (outputs are JSON lines: -, a file, "
+     "file://PATH or udp://HOST:PORT)"),
+    ("out.mp4", "out.mp4: --output writes JSON lines, not video; for the frames with their labels drawn, use "
+     "--annotate out.mp4"),
+    ("file://clip.AVI", "clip.AVI: --output writes JSON lines, not video; for the frames with their labels drawn, use "
+     "--annotate clip.AVI"),
+])
+def test_outputs_that_are_not_json_lines_are_refused_by_name(tmp_path, monkeypatch, uri, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EdgeError) as refused:
+        open_sink(uri)
+    assert str(refused.value) == message
+    assert list(tmp_path.iterdir()) == []  # nothing written: no display:/0 folder, no out.mp4 of JSON
+
+
 def test_http_address_defaults_to_loopback():
     assert parse_address("8080") == ("127.0.0.1", 8080)
     assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)

@@ -18,8 +18,9 @@ its classes'. A groups file is TOML:
 Smoothing averages each class's probability over the last N frames before top-k and groups are taken (a
 moving mean: a flicker of one frame moves it by 1/N). Entries below the minimum probability are left out.
 
-Outputs: "-" is stdout, udp://HOST:PORT sends one datagram per line, anything else is a file appended to.
-An annotated video (--annotate) is the one sink that takes frames rather than lines.
+Outputs: "-" is stdout, udp://HOST:PORT sends one datagram per line, file://PATH or a plain path is a file
+appended to; another scheme, or a path named like a video, is refused. An annotated video (--annotate) is the
+one sink that takes frames rather than lines.
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ class UdpSink:
         self.socket.close()
 
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".h264", ".h265"})
+
+
 class AnnotatedVideo:
     """Each classified frame with its top label (or top group) drawn, to a video file: a look at what the model
     sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's.
@@ -217,14 +221,23 @@ class AnnotatedVideo:
 
 
 def open_sink(uri: str):
+    """The sink of an --output: - (stdout), udp://HOST:PORT, or a file (file://PATH or a plain path)."""
     if uri == "-":
         return StreamSink(sys.stdout, owned=False)
-    if uri.startswith("udp://"):
-        host, sep, port = uri[len("udp://"):].rpartition(":")
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "udp":
+        host, sep, port = rest.rpartition(":")
         if not sep or not port.isdigit() or not host:
             raise EdgeError(f"{uri}: expected udp://HOST:PORT")
         return UdpSink(host.strip("[]"), int(port))
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    if scheme not in ("", "file"):  # jetson-inference's display://, rtp://, webrtc:// among them
+        raise EdgeError(f"{uri}: unknown output scheme {scheme}:// (outputs are JSON lines: -, a file, file://PATH "
+                        "or udp://HOST:PORT)")
+    path = Path(rest if scheme else uri)
+    if path.suffix.lower() in VIDEO_SUFFIXES:  # jetson-inference's --output writes video; edge's, JSON lines
+        raise EdgeError(f"{path}: --output writes JSON lines, not video; for the frames with their labels drawn, "
+                        f"use --annotate {path}")
     try:
         return StreamSink(open(path, "a", encoding="utf-8"), owned=True)
     except OSError as e:
