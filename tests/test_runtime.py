@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import threading
 import time
@@ -547,3 +549,33 @@ def test_an_annotated_folder_plays_at_fps_else_30_and_the_log_says_so(model, tmp
     assert written.get(cv2.CAP_PROP_FPS) == expected
     written.release()
     assert f"{tmp_path} has no frame rate of its own; the video plays at {expected:g} fps" in caplog.text
+
+
+@pytest.mark.parametrize("uri", ["/dev/video99", "v4l2:///dev/video99"])
+def test_a_camera_that_is_not_there_stops_at_once(uri):
+    with pytest.raises(EdgeError, match=r"^/dev/video99: no such device \(video devices here: .*\)$"):
+        open_source(uri)
+
+
+def test_a_device_node_is_a_v4l2_camera():
+    source = open_source("/dev/null")  # jetson-inference's `--input /dev/video0`
+    assert source.live and source.uri == "/dev/null"
+    with pytest.raises(SourceError, match="^/dev/null: opens, but does not capture: busy .* or not a camera$"):
+        source.open()
+
+
+@pytest.mark.parametrize("error, reason", [
+    (errno.ENOENT, "cannot open: no such device (unplugged?)"),
+    (errno.EACCES, "cannot open: permission denied (add the user to the group "),
+    (errno.EBUSY, "cannot open: busy (another program is capturing from it)"),
+])
+def test_a_camera_that_does_not_open_says_why(tmp_path, monkeypatch, error, reason):
+    from edge.runtime import sources
+
+    def refuse(path, flags):
+        raise OSError(error, os.strerror(error), path)
+
+    node = tmp_path / "video0"
+    node.touch()
+    monkeypatch.setattr(sources.os, "open", refuse)
+    assert sources.device_problem(str(node)).startswith(reason)

@@ -117,6 +117,14 @@ def test_bad_input_is_one_line_and_exit_1(tiny):
     assert done.returncode == 1 and "no model" in done.stderr
 
 
+def test_a_camera_that_does_not_exist_is_one_line_and_exit_1_not_retried_for_ever(tiny):
+    done = subprocess.run(EDGE + ["run", tiny, "--input", "v4l2:///dev/video99"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("edge: error: /dev/video99: no such device (video devices here: ")
+    assert len(done.stderr.splitlines()) == 1
+
+
 def test_workers_the_backend_cannot_run_are_one_line_and_exit_1(tiny):
     done = subprocess.run(EDGE + ["run", tiny, "--input", "test://", "--backend", "tensorrt", "--workers", "2"],
                           capture_output=True, text=True, timeout=60)

@@ -2,7 +2,7 @@
 
     csi://N                 a Jetson CSI camera, through GStreamer's nvarguscamerasrc (needs JetPack's OpenCV)
     gst://PIPELINE          any GStreamer pipeline ending in appsink (needs an OpenCV built with GStreamer)
-    v4l2:///dev/videoN      a USB or V4L2 camera
+    v4l2:///dev/videoN      a USB or V4L2 camera (also a plain /dev/videoN, as jetson-inference takes it)
     rtsp://, rtmp://, http://, https://, udp://, tcp://, srt://   a network stream (OpenCV's FFmpeg backend)
     file://video.mp4, or a plain path   a video file
     a folder, or a glob such as "shots/*.jpg"   image files, in sorted order
@@ -19,8 +19,11 @@ EdgeError before the loop starts.
 
 from __future__ import annotations
 
+import errno
 import glob
+import grp
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -143,6 +146,8 @@ class Capture(Source):
         capture = cv2.VideoCapture(self.target, self.api, self.params)
         if not capture.isOpened():
             capture.release()
+            if self.api == cv2.CAP_V4L2:
+                raise SourceError(f"{self.uri}: {device_problem(self.target)}")
             raise SourceError(f"{self.uri}: cannot open" if self.live else f"{self.uri}: not a video OpenCV can open")
         if self.api == cv2.CAP_V4L2:
             for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
@@ -229,6 +234,22 @@ class Looping(Source):
         return getattr(self.inner, "decode_errors", 0)
 
 
+def device_problem(path: str) -> str:
+    """Why OpenCV could not open a V4L2 device node, as far as the kernel tells it."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+            return "cannot open: no such device (unplugged?)"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            group = grp.getgrgid(os.stat(path).st_gid).gr_name
+            return f"cannot open: permission denied (add the user to the group {group}: usermod -aG {group} USER)"
+        if e.errno == errno.EBUSY:
+            return "cannot open: busy (another program is capturing from it)"
+        return f"cannot open: {e.strerror or e}"
+    return "opens, but does not capture: busy (another program capturing from it?) or not a camera"
+
+
 def csi_pipeline(sensor: int, width: int, height: int, fps: float) -> str:
     """nvarguscamerasrc in NVMM memory, converted to BGR by the VIC; appsink keeps only the newest buffer."""
     return (f"nvarguscamerasrc sensor-id={sensor} ! "
@@ -276,9 +297,14 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
     if scheme == "gst":
         _require_gstreamer(uri)
         return Capture(uri, rest, cv2.CAP_GSTREAMER, live=True)
+    if not scheme and uri.startswith("/dev/"):  # jetson-inference's habit: a device node is a V4L2 camera
+        scheme, rest = "v4l2", uri
     if scheme == "v4l2":
         if not rest.startswith("/dev/"):
             raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
+        if not os.path.exists(rest):  # a camera unplugged later is retried; one never there is a mistake
+            cameras = ", ".join(sorted(glob.glob("/dev/video*"))) or "none"
+            raise EdgeError(f"{rest}: no such device (video devices here: {cameras})")
         return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
     if scheme in STREAM_SCHEMES:
         timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
