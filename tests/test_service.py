@@ -216,9 +216,52 @@ def test_dry_run_lists_the_steps_in_the_order_install_takes_them(capsys):
     from edge.runtime import service
 
     assert service.install(dry_run=True) == 0
-    steps = capsys.readouterr().err.splitlines()
+    steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("would ")]
     assert steps[-3].startswith("would write: /etc/systemd/system/edge.service")
     assert steps[-2:] == ["would run: systemctl daemon-reload", "would run: systemctl enable edge.service"]
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """The service's paths moved under tmp_path: nothing installed, no configuration, an empty state folder."""
+    from edge.runtime import service
+
+    monkeypatch.setattr(service, "UNIT_PATH", tmp_path / "systemd" / "edge.service")
+    monkeypatch.setattr(service, "CONFIG_PATH", tmp_path / "etc" / "edge.toml")
+    monkeypatch.setattr(service, "STATE_DIR", tmp_path / "var")
+    return tmp_path
+
+
+def test_uninstall_dry_run_says_when_nothing_is_installed(machine, capsys):
+    from edge.runtime import service
+
+    assert service.uninstall(dry_run=True) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"{service.UNIT_PATH}: not installed; nothing to disable or remove", "would run: systemctl daemon-reload"]
+    service.UNIT_PATH.parent.mkdir()
+    service.UNIT_PATH.write_text(service.render_unit())
+    assert service.uninstall(dry_run=True) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "would run: systemctl disable --now edge.service", f"would remove: {service.UNIT_PATH}",
+        "would run: systemctl daemon-reload"]
+
+
+def test_install_dry_run_warns_when_the_configured_model_is_not_in_the_repository(machine, capsys):
+    from edge.runtime import service
+
+    engines = machine / "var" / "engines"
+    service.CONFIG_PATH.parent.mkdir()
+    service.CONFIG_PATH.write_text(f'model = "tiny"\nrepo = "{engines}"\ninput = "test://"\n')
+    assert service.install(dry_run=True) == 0
+    warning = capsys.readouterr().err.splitlines()[-1]
+    assert warning == (f"edge: warning: the model 'tiny' ({service.CONFIG_PATH}) is not in {engines}: the service "
+                       f"would fail at start; copy the model folder there (sudo cp -r engines/tiny {engines}/) or set "
+                       f"model in {service.CONFIG_PATH}")
+    tiny_model_folder(machine / "models")
+    engines.mkdir(parents=True)
+    (machine / "models" / "engines" / "tiny").rename(engines / "tiny")
+    assert service.install(dry_run=True) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_a_negative_batch_is_refused_rather_than_waited_for():
