@@ -31,8 +31,8 @@ def read_image_list(path: str | Path, root: str | Path | None = None) -> list[tu
     root = Path(root) if root is not None else path.parent
     items = []
     for line in filter(None, (line.strip() for line in read_text_lines(path))):
-        name, _, class_id = line.rpartition(" ")
-        if not name or not class_id.isdigit():
+        name, class_id = (line.rsplit(maxsplit=1) + [""])[:2]  # spaces or tabs between the two
+        if not class_id.isdigit():
             name, class_id = line, None
         items.append((root / name, None if class_id is None else int(class_id)))
     return items

@@ -26,6 +26,9 @@ def list_images(source: Path) -> list[Path]:
     try:
         if source.is_dir():
             paths = [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        elif source.suffix.lower() in IMAGE_SUFFIXES:  # one image says little about a model's activation ranges
+            raise EdgeError(f"{source}: an image; calibration takes many (about 100): give a folder of images or a "
+                            "list file of `file [class_id]` lines")
         elif source.is_file():
             paths = [p for p, _ in read_image_list(source)]  # `file [class_id]`, like edge eval's --list
         else:
