@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import EdgeError
+from .words import plural
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -186,7 +187,8 @@ def cmd_eval(args) -> int:
     # A model is never scored on the images it was calibrated on.
     items = exclude_calibration_images(find_model_folder(args.model, args.repo), listed)
     if len(items) < len(listed):
-        print(f"edge: eval leaves out {len(listed) - len(items)} images the model was calibrated on", file=sys.stderr)
+        left_out = plural(len(listed) - len(items), "image")
+        print(f"edge: eval leaves out {left_out} the model was calibrated on", file=sys.stderr)
     items = items[: args.limit]
     if not items:
         raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from .errors import EdgeError
+from .words import plural
 
 RESIZE_MODES = ("stretch", "shorter")
 COLORS = ("bgr", "rgb", "gray")
@@ -51,13 +52,16 @@ class Preprocess:
         if self.layout not in LAYOUTS:
             raise EdgeError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         if len(self.mean) != self.channels:
-            raise EdgeError(f"mean has {len(self.mean)} values; the model has {self.channels} channels")
+            raise EdgeError(f"mean has {plural(len(self.mean), 'value')}; the model has "
+                            f"{plural(self.channels, 'channel')}")
         if self.std is not None and len(self.std) != self.channels:
-            raise EdgeError(f"std has {len(self.std)} values; the model has {self.channels} channels")
+            raise EdgeError(f"std has {plural(len(self.std), 'value')}; the model has "
+                            f"{plural(self.channels, 'channel')}")
         if self.std is not None and 0 in self.std:  # dividing by it would feed the model inf and NaN
             raise EdgeError(f"std {','.join(f'{s:g}' for s in self.std)}: a divisor of 0")
         if self.mean_image is not None and self.mean_image.shape[0] != self.channels:
-            raise EdgeError(f"mean image has {self.mean_image.shape[0]} channels; the model has {self.channels}")
+            raise EdgeError(f"mean image has {plural(self.mean_image.shape[0], 'channel')}; the model has "
+                            f"{self.channels}")
         smallest = max(self.size) if self.resize == "stretch" else min(self.size)
         if self.resize_size is not None and self.resize_size < smallest:
             raise EdgeError(f"resize size {self.resize_size} is smaller than the input size {self.size}")

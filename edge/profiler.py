@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeError
+from .words import plural
 
 SCHEMA = "edge.profile/1"
 HOST_STAGES = ("capture", "queue", "preprocess", "compute", "postprocess", "sink")
@@ -192,8 +193,9 @@ def recommend(profile: Profile) -> str:
 
 def format_report(profile: Profile) -> str:
     height, width = profile.frame
-    out = [f"edge profile: {profile.model} on {profile.input} ({width}x{height}), {profile.frames} frames after "
-           f"{profile.warmup} warm-up, backend {profile.backend}, workers {profile.workers}",
+    out = [f"edge profile: {profile.model} on {profile.input} ({width}x{height}), "
+           f"{plural(profile.frames, 'frame')} after {profile.warmup} warm-up, backend {profile.backend}, "
+           f"workers {profile.workers}",
            f"path: {profile.path}: {profile.note}"]
     if profile.device:
         d = profile.device
@@ -396,7 +398,7 @@ def _run_loop(make_source, make_executor, model, warmup: int, frames: int, seria
         if gate is not None:
             gate.stopped.set()
     if recorder.done < warmup + frames:
-        raise EdgeError(f"{source.uri}: the input ended after {recorder.done} frames; the profile needs "
+        raise EdgeError(f"{source.uri}: the input ended after {plural(recorder.done, 'frame')}; the profile needs "
                         f"{warmup + frames} ({warmup} warm-up): lower --frames, or add --loop")
     if gate is not None:
         recorder.samples["capture"] = gate.capture_ms

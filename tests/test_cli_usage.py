@@ -140,3 +140,22 @@ def test_the_documented_commands_parse_as_written():
         except SystemExit:
             refused.append(where)
     assert refused == []
+
+
+def test_counts_in_messages_agree_with_their_number():
+    from edge.words import plural
+
+    assert [plural(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert plural(1, "class", "classes") == "1 class" and plural(4, "class", "classes") == "4 classes"
+
+
+def test_choosing_one_image_fewer_than_asked_says_1_image(tmp_path):
+    import cv2
+    import numpy as np
+
+    from edge.errors import EdgeError
+    from edge.precision import choose_images
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(EdgeError, match=r": 1 image, fewer than the 2 asked for$"):
+        choose_images(tmp_path, 2)

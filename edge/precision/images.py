@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import EdgeError
 from ..evaluate import read_image_list
 from ..files import sha256_file
+from ..words import plural
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CALIBRATION_JSON = "calibration.json"
@@ -46,7 +47,7 @@ def choose_images(source: Path, count: int) -> list[Path]:
     if count < 1:
         raise EdgeError(f"--count must be at least 1, not {count}")
     if len(paths) < count:
-        raise EdgeError(f"{source}: {len(paths)} images, fewer than the {count} asked for")
+        raise EdgeError(f"{source}: {plural(len(paths), 'image')}, fewer than the {count} asked for")
     return [paths[i * len(paths) // count] for i in range(count)]
 
 

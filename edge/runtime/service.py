@@ -34,6 +34,7 @@ import tomli_w
 from ..backends import BACKENDS, inference_workers
 from ..errors import EdgeError
 from ..files import atomic_write_text, read_toml
+from ..words import plural
 
 log = logging.getLogger("edge")
 
@@ -308,8 +309,7 @@ class Runner:
                 if annotate is not None:
                     annotate.close()
         s = loop.stats
-        log.info("%s: %d frames, %d dropped, %d reconnects, %d decode errors", reason, s.frames, s.dropped,
-                 s.reconnects, s.decode_errors)
+        log.info("%s: %s", reason, counts(s))
         return reason
 
 
@@ -360,11 +360,16 @@ class Watchdog:
             self.last_ping = now
         if now - self.last_status >= STATUS_EVERY_S:
             fps = (stats.frames - self.frames_at_status) / (now - self.last_status)
-            status = (f"{stats.frames} frames ({fps:.1f}/s), {stats.dropped} dropped, {stats.reconnects} reconnects, "
-                      f"{stats.decode_errors} decode errors")
+            status = counts(stats, f" ({fps:.1f}/s)")
             self.notifier.send(f"STATUS={status}")
             log.info("%s", status)
             self.last_status, self.frames_at_status = now, stats.frames
+
+
+def counts(stats, rate: str = "") -> str:
+    """The loop's counters for the log and systemd's STATUS: `12 frames, 0 dropped, 1 reconnect, 0 decode errors`."""
+    return (f"{plural(stats.frames, 'frame')}{rate}, {stats.dropped} dropped, {plural(stats.reconnects, 'reconnect')}, "
+            f"{plural(stats.decode_errors, 'decode error')}")
 
 
 def run(config: str | None, flags: dict) -> int:
