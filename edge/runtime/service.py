@@ -59,9 +59,10 @@ class Option:
 RUN_OPTIONS = (
     Option("model", str, None, "a model folder, or a model's name in the repository", "efficientnet_lite0"),
     Option("repo", str, None, "the model repository (default: $EDGE_REPO or ./engines)", "/var/lib/edge/engines"),
-    Option("input", str, None, "csi://N, v4l2:///dev/videoN, rtsp://..., http(s)://..., a video file (or "
-           "file://), an image folder or glob, gst://PIPELINE, or test:// (a generated pattern)", "csi://0"),
-    Option("output", list, ["-"], "where JSON lines go, any number of: - (stdout), a file path, udp://HOST:PORT",
+    Option("input", str, None, "csi://N, v4l2:///dev/videoN (or /dev/videoN), rtsp://..., http(s)://..., a video "
+           "file (or file://), an image folder or glob, gst://PIPELINE, or test:// (a generated pattern)", "csi://0"),
+    Option("output", list, ["-"], "where JSON lines go, any number of: - (stdout), a file path, udp://HOST:PORT "
+           "(a video of the frames is --annotate)",
            ["udp://127.0.0.1:5005"]),
     Option("width", int, None, "capture width for cameras and test:// (csi:// default 1280, test:// 640)", 1280,
            minimum=1),
