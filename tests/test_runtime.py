@@ -557,11 +557,15 @@ def test_a_camera_that_is_not_there_stops_at_once(uri):
         open_source(uri)
 
 
-def test_a_device_node_is_a_v4l2_camera():
+def test_a_device_node_is_a_v4l2_camera(tmp_path):
     source = open_source("/dev/null")  # jetson-inference's `--input /dev/video0`
     assert source.live and source.uri == "/dev/null"
     with pytest.raises(SourceError, match="^/dev/null: opens, but does not capture: busy .* or not a camera$"):
         source.open()
+    shm = Path("/dev/shm")
+    if shm.is_dir():  # a folder of images kept in memory stays a folder
+        with pytest.raises(EdgeError, match="no image files"):
+            open_source(str(shm / "no-such-edge-folder" / "*.png"))
 
 
 @pytest.mark.parametrize("error, reason", [

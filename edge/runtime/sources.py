@@ -25,6 +25,7 @@ import grp
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -234,6 +235,16 @@ class Looping(Source):
         return getattr(self.inner, "decode_errors", 0)
 
 
+def is_camera_node(path: str) -> bool:
+    """/dev/videoN, there or not, or any other character device; not an image folder in /dev/shm."""
+    if re.fullmatch(r"/dev/video\d+", path):
+        return True
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def device_problem(path: str) -> str:
     """Why OpenCV could not open a V4L2 device node, as far as the kernel tells it."""
     try:
@@ -297,7 +308,7 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
     if scheme == "gst":
         _require_gstreamer(uri)
         return Capture(uri, rest, cv2.CAP_GSTREAMER, live=True)
-    if not scheme and uri.startswith("/dev/"):  # jetson-inference's habit: a device node is a V4L2 camera
+    if not scheme and is_camera_node(uri):  # jetson-inference's habit: `--input /dev/video0`
         scheme, rest = "v4l2", uri
     if scheme == "v4l2":
         if not rest.startswith("/dev/"):
