@@ -264,6 +264,11 @@ def test_install_dry_run_warns_when_the_configured_model_is_not_in_the_repositor
     assert "warning" not in capsys.readouterr().err
 
 
+def test_an_output_edge_cannot_write_is_refused_with_the_options_before_the_model_loads():
+    with pytest.raises(EdgeError, match=r"^display://0: unknown output scheme display://"):
+        resolve_options(None, {"model": "no-such-model", "input": "test://", "output": ["-", "display://0"]})
+
+
 def test_a_negative_batch_is_refused_rather_than_waited_for():
     with pytest.raises(EdgeError, match=r"^--batch: batch must be at least 0, not -1$"):
         resolve_options(None, {"model": "m", "input": "test://", "batch": -1})

@@ -124,6 +124,8 @@ def read_config(path: str | Path) -> dict:
 def resolve_options(config: str | Path | None, flags: dict) -> dict:
     """Defaults, then the config file, then the flags given on the command line (None: not given); `workers` 0
     is replaced by the number it stands for (inference_workers)."""
+    from .sinks import output_target
+
     options = {option.key: option.default for option in RUN_OPTIONS}
     if config:
         options.update(read_config(config))
@@ -132,6 +134,8 @@ def resolve_options(config: str | Path | None, flags: dict) -> dict:
     for key in ("model", "input"):
         if not options[key]:
             raise EdgeError(f"no {key}: give it {'as MODEL' if key == 'model' else 'with --input'} or in --config")
+    for uri in options["output"]:  # refused now, not after the model has loaded (or on SIGHUP, kept running)
+        output_target(uri)
     options["workers"] = inference_workers(options["backend"], options["workers"])
     return options
 

@@ -220,25 +220,36 @@ class AnnotatedVideo:
             self.writer = None
 
 
-def open_sink(uri: str):
-    """The sink of an --output: - (stdout), udp://HOST:PORT, or a file (file://PATH or a plain path)."""
+def output_target(uri: str) -> tuple[str, object]:
+    """What an --output names: ("stdout", None), ("udp", (host, port)) for udp://HOST:PORT, or ("file", path) for
+    file://PATH or a plain path; an EdgeError for anything else, before a model is loaded or a file created."""
     if uri == "-":
-        return StreamSink(sys.stdout, owned=False)
+        return "stdout", None
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "udp":
         host, sep, port = rest.rpartition(":")
         if not sep or not port.isdigit() or not host:
             raise EdgeError(f"{uri}: expected udp://HOST:PORT")
-        return UdpSink(host.strip("[]"), int(port))
+        return "udp", (host.strip("[]"), int(port))
     if scheme not in ("", "file"):  # jetson-inference's display://, rtp://, webrtc:// among them
         raise EdgeError(f"{uri}: unknown output scheme {scheme}:// (outputs are JSON lines: -, a file, file://PATH "
                         "or udp://HOST:PORT)")
-    path = Path(rest if scheme else uri)
-    if path.suffix.lower() in VIDEO_SUFFIXES:  # jetson-inference's --output writes video; edge's, JSON lines
+    path = rest if scheme else uri
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:  # jetson-inference's --output writes video; edge's, JSON lines
         raise EdgeError(f"{path}: --output writes JSON lines, not video; for the frames with their labels drawn, "
                         f"use --annotate {path}")
+    return "file", path
+
+
+def open_sink(uri: str):
+    """The sink of an --output (output_target)."""
+    kind, target = output_target(uri)
+    if kind == "stdout":
+        return StreamSink(sys.stdout, owned=False)
+    if kind == "udp":
+        return UdpSink(*target)
     try:
-        return StreamSink(open(path, "a", encoding="utf-8"), owned=True)
+        return StreamSink(open(target, "a", encoding="utf-8"), owned=True)
     except OSError as e:
-        raise EdgeError(f"{path}: cannot write results: {e.strerror or e}") from None
+        raise EdgeError(f"{target}: cannot write results: {e.strerror or e}") from None
