@@ -506,6 +506,15 @@ VERBS = {
 }
 
 
+def _warn_of_credentials_in_argv(uri: str | None) -> None:
+    from .runtime.sources import redact
+
+    if uri and redact(uri) != uri and "${" not in uri:
+        print("edge: warning: --input holds a credential, which every user of this machine can read in the process "
+              "list: write it as ${NAME} and set NAME in the environment, or (edge run) put the input in the --config "
+              "file (docs/service.md, \"Credentials\")", file=sys.stderr)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """edge's parser, and each verb's by name."""
     from . import __doc__ as product
@@ -530,6 +539,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    _warn_of_credentials_in_argv(getattr(args, "input", None))
     try:
         return VERBS[args.verb][1](args)
     except EdgeError as e:

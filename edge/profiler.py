@@ -427,7 +427,7 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     from .gpu import cuda_available, parse_memory_modes
     from .model import Model
     from .runtime.loop import CpuExecutor
-    from .runtime.sources import open_source
+    from .runtime.sources import open_source, redact
 
     if frames < 1:
         raise EdgeError(f"--frames must be at least 1, not {frames}")
@@ -474,8 +474,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     finally:
         summary, telemetry_note = sampler.stop() if sampler is not None else (None, "not asked for")
 
-    result = Profile(model.card.name, input_uri, frame_size, backend, workers, frames, warmup, path, note, runs, device,
-                     summary, telemetry_note)
+    result = Profile(model.card.name, redact(input_uri), frame_size, backend, workers, frames, warmup, path, note, runs,
+                     device, summary, telemetry_note)
     result.recommendation = recommend(result)
     return result
 
