@@ -32,6 +32,7 @@ from .model import (
     size_problems,
 )
 from .preprocess import Preprocess
+from .words import plural
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity"}
@@ -191,8 +192,11 @@ def discarded_by_import(folder: Path) -> str | None:
 
 def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-                 options: PreprocessOptions | None = None, force: bool = False) -> Path:
-    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder."""
+                 options: PreprocessOptions | None = None, force: bool = False, origin: dict | None = None) -> Path:
+    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder.
+
+    `origin` is recorded in the card's source as it is: where the files came from (`edge zoo pull` names the
+    zoo entry, the URL and the published checksums)."""
     src = Path(src)
     options = options or PreprocessOptions()
     if options.std is not None and options.scale is not None:
@@ -241,8 +245,8 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     if labels is not None:
         label_lines = read_labels(Path(labels))
         if len(label_lines) != classes:
-            raise EdgeError(f"{labels}: {len(label_lines)} labels, but the model's output {output_name} "
-                            f"has {classes} classes")
+            raise EdgeError(f"{labels}: {plural(len(label_lines), 'label')}, but the model's output {output_name} "
+                            f"has {plural(classes, 'class', 'classes')}")
         sources.append(("labels", Path(labels)))
 
     card = Card(
@@ -255,6 +259,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
             "imported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "edge_version": __version__,
             "files": [{"role": role, "path": str(p.resolve()), "sha256": sha256_file(p)} for role, p in sources],
+            **({"origin": origin} if origin else {}),
         },
     )
     folder = repo_folder(repo) / name
