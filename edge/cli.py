@@ -72,12 +72,21 @@ def _precision_flag(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (default), fp16 or int8: the variants `edge fp16` and `edge calibrate` make")
 
 
-def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    from .backends import BACKENDS
+def _backend(text: str) -> str:
+    from .backends import check_backend
 
+    try:
+        check_backend(text)
+    except EdgeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     _model_folder_flags(parser)
-    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
-                        help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`) or torch (CUDA)")
+    parser.add_argument("--backend", default="onnxruntime", type=_backend,
+                        help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`), torch (CUDA), "
+                        "or a model on a Triton server: triton://HOST:PORT/MODEL, triton+grpc://HOST:PORT/MODEL")
     if precision:
         _precision_flag(parser)
 

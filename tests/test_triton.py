@@ -267,6 +267,22 @@ def test_edge_run_through_triton_gives_the_local_top_1_for_every_frame(tiny, ser
                            [[p["probability"] for p in r["top"]] for r in expected], atol=1e-5)
 
 
+def test_edge_classify_through_triton_gives_the_local_labels(tiny, served, tmp_path):
+    import cv2
+
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(images[-1], np.random.default_rng(i).integers(0, 255, (40 + i, 50, 3), dtype=np.uint8))
+    local = edge("classify", str(tiny), *images, "--json")
+    remote = edge("classify", str(tiny), *images, "--json", "--backend", f"triton+grpc://{served.grpc}/tiny_python")
+    assert remote.returncode == 0, remote.stderr
+    labels = [[p["class_id"] for p in r["top"]] for r in json.loads(local.stdout)["results"]]
+    assert [[p["class_id"] for p in r["top"]] for r in json.loads(remote.stdout)["results"]] == labels
+    done = edge("classify", str(tiny), *images, "--backend", f"triton://{served.http}/tiny")  # frames in: run's
+    assert done.returncode == 1 and "takes camera frames" in done.stderr
+
+
 def test_a_wrong_triton_backend_is_one_line(tiny, served):
     for backend, message in ((f"triton://{served.http}/nothing", "nothing"),
                              ("triton://127.0.0.1/tiny", "expected triton://HOST:PORT/MODEL")):
