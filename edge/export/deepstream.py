@@ -56,8 +56,6 @@ def nvinfer_properties(card: Card, precision: str, batch: int, engine: str) -> t
     if not card.probabilities:
         warnings.append("the model outputs logits; nvinfer's classifier compares them with classifier-threshold "
                         "(0) as probabilities, so a frame whose top logit is negative gets no label")
-    channels, height, width = (card.input_shape if spec.layout == "nchw"
-                               else (card.input_shape[2], card.input_shape[0], card.input_shape[1]))
     properties = {
         "gpu-id": "0",
         "gie-unique-id": "1",
@@ -71,7 +69,7 @@ def nvinfer_properties(card: Card, precision: str, batch: int, engine: str) -> t
         "model-color-format": str(COLOR_FORMAT[spec.color]),
         "net-scale-factor": repr(float(scale)),
         "offsets": ";".join(repr(float(v)) for v in mean),
-        "infer-dims": f"{channels};{height};{width}",
+        "infer-dims": ";".join(map(str, card.input_shape)),  # C;H;W, or H;W;C with network-input-order=1
         "network-input-order": "0" if spec.layout == "nchw" else "1",
         "output-blob-names": card.output_name,
         "classifier-threshold": "0.0",
