@@ -221,6 +221,15 @@ def test_what_nvinfer_cannot_express_is_a_warning_saying_what_it_does_instead(ti
     assert properties["model-color-format"] == "0" and float(properties["net-scale-factor"]) == pytest.approx(1 / 60)
 
 
+def test_an_nhwc_model_gets_its_infer_dims_in_its_own_order(tmp_path):
+    onnx_path = tiny_classifier(tmp_path / "nhwc.onnx", classes=3, size=16, softmax=True, nhwc=True)
+    assert edge("import", str(onnx_path), "--name", "nhwc", "--repo", str(tmp_path / "engines"), "--layout", "nhwc",
+                "--resize", "stretch").returncode == 0
+    assert edge("export", "nhwc", "--repo", str(tmp_path / "engines"), "--deepstream", str(tmp_path)).returncode == 0
+    properties = read_nvinfer(tmp_path / "nhwc/config_infer_nhwc.txt")
+    assert properties["infer-dims"] == "16;16;3" and properties["network-input-order"] == "1"
+
+
 # --- a real server ---------------------------------------------------------------------------------------------
 
 def metrics(port: int) -> dict[str, float]:
