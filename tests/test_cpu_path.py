@@ -48,4 +48,5 @@ def test_one_run_on_the_thread_pool_does_not_spin_and_several_runs_are_single_th
     pool = Model.load(folder, runs=1).backend.session.get_session_options()
     assert pool.intra_op_num_threads == 0  # ONNX Runtime's default: a thread per core
     assert pool.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert pool.get_session_config_entry("session.disable_quant_qdq") == "1"  # Q/DQ as TensorRT computes it
     assert Model.load(folder, runs=2).backend.session.get_session_options().intra_op_num_threads == 1

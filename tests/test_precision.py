@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edge.backends.onnxruntime import cpu_session
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
@@ -92,8 +92,7 @@ def write_images(folder: Path, count: int, seed: int = 1) -> list[Path]:
 
 
 def run(path: Path, batch: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": batch})[0]
+    return cpu_session(path).run(None, {"image": batch})[0]
 
 
 def batch_of(folder: Path, images: list[Path]) -> np.ndarray:
