@@ -25,6 +25,7 @@ from onnx import numpy_helper
 from edge.backends.onnxruntime import cpu_session, session_options
 from edge.evaluate import read_label_list
 from edge.importer import PreprocessOptions, import_model
+from edge.info import cpu_line
 from edge.model import Card, softmax
 from edge.precision import calibrate, choose_images, exclude_calibration_images
 from edge.precision.calibrate import QUANTIZED_OPS, _quiet
@@ -88,6 +89,7 @@ def main() -> None:
         x = np.stack([preprocess(load_image(p), card.preprocess) for p, _ in items])
         fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
 
+        print(f"{cpu_line()}\n")
         print("## 1. Weight SQNR (dB), the 8 lowest with per-tensor scales\n")
         model, qdq = onnx.load(str(fp32)), onnx.load(str(int8))
         constants = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
