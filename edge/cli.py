@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from .errors import EdgeError
+from .words import plural
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -23,14 +25,24 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def _at_least(minimum: float, kind: type = int):
+    """The argparse type of a flag that takes a finite number no less than `minimum`: every verb's counts, sizes
+    and rates are checked by it, and `edge run`'s from the bounds in RUN_OPTIONS."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {noun} of at least {minimum:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -97,15 +109,18 @@ def add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from .importer import PreprocessOptions, import_model
-    from .model import Card
+    from .importer import PreprocessOptions, discarded_by_import, import_model, model_name
+    from .model import Card, repo_folder
 
     resize, resize_size = args.resize or (None, None)
     options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
                                 layout=args.layout, mean_values=args.mean_values, mean_file=args.mean_file,
                                 scale=args.scale, std=args.std)
+    discarded = discarded_by_import(repo_folder(args.repo) / model_name(args.src, args.name)) if args.force else None
     folder = import_model(args.src, name=args.name, repo=args.repo, weights=args.weights, labels=args.labels,
                           options=options, force=args.force)
+    if discarded:  # said once the new folder is in place: until then the old one was kept whole
+        print(f"edge: {folder}: replaced; discarded {discarded}", file=sys.stderr)
     spec = Card.read(folder).preprocess
     if spec.mean_image is None and not any(spec.mean) and spec.std is None and spec.scale == 1.0:
         # Legal (some graphs normalise inside), but far more often a forgotten flag: the zoo's Caffe prototxts
@@ -122,27 +137,38 @@ def cmd_import(args) -> int:
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files OpenCV can decode")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="JPEG, PNG, BMP, TIFF, WebP or PNM files of up to $EDGE_MAX_IMAGE_PIXELS (default: 100 "
+                   "megapixels), folders of them, or globs such as 'shots/*.jpg'")
     p.add_argument("--top", type=_positive, default=5, help="labels per image (default: 5)")
+    p.add_argument("--annotate", type=Path, metavar="OUT",
+                   help="also write each image with its top classes drawn: to OUT for one image, else into the "
+                   "folder OUT under the image's own name")
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
 
 
 def cmd_classify(args) -> int:
     from .model import Model
-    from .preprocess import load_image
+    from .preprocess import load_image_for
+    from .runtime.sinks import annotation_paths, write_annotated
+    from .runtime.sources import image_paths
 
+    paths = [path for argument in args.images for path in (image_paths(argument) or [Path(argument)])]
     model = Model.load(args.model, args.repo, args.backend, args.precision)
-    images = [load_image(path) for path in args.images]  # every file is checked before any inference
+    images = [load_image_for(path, model.preprocess) for path in paths]  # every file checked before any inference
+    annotations = annotation_paths(paths, args.annotate) if args.annotate else None
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:
         results = model.classify_batch(images, args.top)
+    for image, top, annotation in zip(images, results, annotations or []):
+        write_annotated(image, [f"{p.probability:6.2%} {p.label}" for p in top], annotation)  # as imagenet draws
     if args.json:
         print(json.dumps({"model": model.card.name, "results": [
-            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(args.images, results)]}))
+            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(paths, results)]}))
         return 0
-    for path, top in zip(args.images, results):
+    for path, top in zip(paths, results):
         print(path)
         for p in top:
             print(f"  {p.probability:7.4f}  {p.class_id:5d}  {p.label}")
@@ -157,11 +183,13 @@ def add_eval(sub) -> None:
     p.add_argument("--list", required=True, type=Path, dest="label_list",
                    help="lines of `file class_id` (Caffe's val.txt)")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
-    p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
+    p.add_argument("--precision", default="fp32",
+                   help="one or more of fp32,fp16,int8; the first is the reference (default: fp32)")
     p.add_argument("--limit", type=_positive, help="only the first N images")
     p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
-                   "(1 is fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
-    p.add_argument("--json", action="store_true", help="the scores as one JSON object instead of the table")
+                   "(default: 1, the fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
+    p.add_argument("--json", action="store_true",
+                   help="the scores as one JSON object instead of the table (schema edge.eval/1, README.md)")
 
 
 def cmd_eval(args) -> int:
@@ -183,12 +211,10 @@ def cmd_eval(args) -> int:
         raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     models, workers = load_models(args.model, args.repo, args.backend, precisions)
     scores = evaluate(models, items, batch_size=args.batch, workers=workers)
-    if args.json:
-        only = next(iter(scores.values()))
-        result = dict(only) if len(scores) == 1 else {"n": only["n"], "precisions": scores}
-        if int8:
-            result["calibration_images_left_out"] = left_out
-        print(json.dumps(result))
+    if args.json:  # one shape however many precisions (README.md, "Classify and evaluate")
+        model = next(iter(models.values()))
+        print(json.dumps({"schema": "edge.eval/1", "model": model.card.name, "n": len(items),
+                          "calibration_images_left_out": left_out, "precisions": scores}))
         return 0
     print(f"{'precision':10} {'images':>7} {'top-1':>7} {'top-5':>7} {'top-1 err':>9} {'agree':>7} {'max |dp|':>9}")
     for name, s in scores.items():
@@ -196,7 +222,8 @@ def cmd_eval(args) -> int:
                     else f"{'-':>7} {'-':>9}")
         print(f"{name:10} {s['n']:7d} {s['top1']:7.2%} {s['top5']:7.2%} {s['top1_error']:9.2%} {compared}")
     if int8:
-        print(f"left out: the {left_out} listed images model.int8.onnx was calibrated on, for every precision")
+        print(f"left out: the {plural(left_out, 'listed image')} model.int8.onnx was calibrated on, for every "
+              "precision")
     return 0
 
 
@@ -222,11 +249,13 @@ def add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
     _model_folder_flags(p)
     p.add_argument("--images", required=True, type=Path, help="a folder of images, or a `file [class_id]` list")
-    p.add_argument("--count", type=int, default=100, help="images to calibrate on, evenly spaced in path order")
+    p.add_argument("--count", type=_positive, default=100,
+                   help="images to calibrate on, evenly spaced in path order (default: 100)")
     p.add_argument("--method", default=METHODS[0], choices=METHODS,
                    help=f"how activation ranges are chosen (default: {METHODS[0]}; docs/precision.md)")
     p.add_argument("--tensorrt", default=DEFAULT_TENSORRT, metavar="VERSION",
-                   help="the TensorRT the calibration.cache is stamped for (JetPack 5: 8.5.2; JetPack 6: 10.3.0)")
+                   help=f"the TensorRT the calibration.cache is stamped for (default: {DEFAULT_TENSORRT}, JetPack 5; "
+                   "JetPack 6: 10.3.0)")
 
 
 def cmd_calibrate(args) -> int:
@@ -245,8 +274,10 @@ def add_build(sub) -> None:
     p = sub.add_parser("build", help="TensorRT engine for this GPU from a model folder (reused while up to date)")
     _model_folder_flags(p)
     _precision_flag(p)
-    p.add_argument("--dla", type=int, metavar="N", help="run on DLA core N, layers it cannot run fall back to the GPU")
-    p.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT's workspace limit (default: TensorRT's)")
+    p.add_argument("--dla", type=_at_least(0), metavar="N",
+                   help="run on DLA core N, layers it cannot run fall back to the GPU")
+    p.add_argument("--workspace", type=_positive, metavar="MiB",
+                   help="TensorRT's workspace limit (default: TensorRT's)")
     p.add_argument("--implicit", action="store_true",
                    help="TensorRT 10: FP16/INT8 builder flags and calibration.cache instead of the typed ONNX variants")
 
@@ -297,7 +328,8 @@ def add_run(sub) -> None:
             p.add_argument(flag, action="append", metavar="URI", help=f"{option.help} (repeatable; default: -)")
         else:
             default = "" if option.default in (None, "") else f" (default: {option.default})"
-            p.add_argument(flag, type=option.kind, help=option.help + default)
+            kind = option.kind if option.minimum is None else _at_least(option.minimum, option.kind)
+            p.add_argument(flag, type=kind, help=option.help + default)
 
 
 def cmd_run(args) -> int:
@@ -330,11 +362,14 @@ def add_profile(sub) -> None:
                        "has nothing to choose and is ignored with a note.")
     _model_flags(p)
     p.add_argument("--input", default="test://", metavar="URI", help="default: test://, a generated 1080p pattern")
-    p.add_argument("--frames", type=int, default=200, help="measured frames per run (default: 200)")
-    p.add_argument("--warmup", type=int, default=20, help="frames run first and left out (default: 20)")
+    p.add_argument("--frames", type=_positive, default=200, help="measured frames per run (default: 200)")
+    p.add_argument("--warmup", type=_positive, default=20, help="frames run first and left out (default: 20)")
     p.add_argument("--memory", help="pageable,pinned,mapped: host memory modes to compare (default: the device's)")
-    p.add_argument("--workers", type=int, default=0, help="inferences at once, as `edge run --workers` (default 0: "
-                   "one single-threaded run per core on onnxruntime; 1: one run on every core)")
+    p.add_argument("--workers", type=_at_least(0), default=0,
+                   help="inferences at once, as `edge run --workers` (default 0: one single-threaded run per core on "
+                   "onnxruntime; 1: one run on every core)")
+    p.add_argument("--loop", action="store_true", help="start a file or folder input over at its end, for a "
+                   "profile longer than the input")
     p.add_argument("--json", action="store_true", help="the profile as one JSON object (schema edge.profile/1)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the stage times (needs matplotlib)")
 
@@ -345,10 +380,115 @@ def cmd_profile(args) -> int:
     if args.plot and not args.plot.parent.is_dir():  # found out now, not after the whole run
         raise EdgeError(f"{args.plot}: no folder {args.plot.parent} to write the plot into")
     result = profile(args.model, args.repo, args.input, args.frames, args.warmup, args.memory, args.backend,
-                     args.precision, workers=args.workers)
+                     args.precision, workers=args.workers, loop=args.loop)
     if args.plot:
         plot(result, args.plot)
     print(json.dumps(result.to_dict()) if args.json else format_report(result))
+    return 0
+
+
+# --- list, show, rm ---------------------------------------------------------------------------------------
+
+def add_list(sub) -> None:
+    p = sub.add_parser("list", help="the models in the repository: variants, calibration, engines, sizes",
+                       description="Each engine is marked current when this machine's GPU and TensorRT built it "
+                       "and the files it was built from are unchanged; otherwise it says why not.")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+
+
+def cmd_list(args) -> int:
+    from .model import repo_folder
+    from .repository import contents, describe_contents, model_folders, size_text, this_machine
+
+    folders = model_folders(args.repo)
+    if not folders:
+        print(f"no models in {repo_folder(args.repo)}")
+        return 0
+    machine = this_machine()
+    for folder in folders:
+        found = contents(folder, machine)
+        print(f"{folder.name}  ({size_text(found.size)}, {folder})")
+        for line in describe_contents(found):
+            print(f"  {line}")
+    return 0
+
+
+def add_show(sub) -> None:
+    p = sub.add_parser("show", help="a model's card in words: input, preprocessing, labels, sources, variants")
+    _model_folder_flags(p)
+
+
+def cmd_show(args) -> int:
+    from .model import Card, find_model_folder
+    from .repository import contents, describe_card, describe_contents, size_text, this_machine
+
+    folder = find_model_folder(args.model, args.repo)
+    card = Card.read(folder)
+    found = contents(folder, this_machine())
+    print(f"{card.name}  ({size_text(found.size)}, {folder})")
+    for line in describe_card(card, folder) + describe_contents(found):
+        print(line)
+    return 0
+
+
+def add_rm(sub) -> None:
+    p = sub.add_parser("rm", help="remove a model folder, or only its TensorRT engines")
+    _model_folder_flags(p)
+    p.add_argument("--engines-only", action="store_true",
+                   help="remove the engines, their sidecars and timing caches, keeping the model (`edge build` "
+                   "makes them again)")
+
+
+def cmd_rm(args) -> int:
+    from .repository import remove
+
+    removed = remove(args.model, args.repo, args.engines_only)
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print(f"{args.model}: no engines to remove")
+    return 0
+
+
+# --- zoo -------------------------------------------------------------------------------------------------
+
+def add_zoo(sub) -> None:
+    p = sub.add_parser("zoo", help="published models by name: list them, or pull one (download, check, import)",
+                       description="The zoo's checksums are the authority: a file from the entry's URL, a mirror "
+                       "(--url) or a local copy (--file) is imported only when it matches (docs/zoo.md).")
+    actions = p.add_subparsers(dest="zoo_action", required=True, metavar="ACTION", help="list or pull")
+    actions.add_parser("list", help="the models, their input, preprocessing and published accuracy")
+    pull = actions.add_parser("pull", help="download (resuming a broken download), check the checksum, import")
+    pull.add_argument("name", help="a name from `edge zoo list`")
+    pull.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    where = pull.add_mutually_exclusive_group()
+    where.add_argument("--url", help="download from this mirror instead of the entry's URL")
+    where.add_argument("--file", type=Path, help="a local copy of the file, instead of downloading it")
+    pull.add_argument("--labels", type=Path, help="one label a line in class order; for the ImageNet models, "
+                      "synset_words.txt (1000 ILSVRC-2012 classes; edge ships none)")
+    pull.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+
+def cmd_zoo(args) -> int:
+    from .importer import discarded_by_import
+    from .model import repo_folder
+    from .zoo import find_entry, load_zoo, pull
+
+    if args.zoo_action == "list":
+        print(f"{'name':24} {'format':6} {'input':14} {'top-1':>6} {'top-5':>6}  preprocessing")
+        for entry in load_zoo().values():
+            top1, top5 = (f"{entry.accuracy[k]:g}" if k in entry.accuracy else "-" for k in ("top1", "top5"))
+            inputs = f"{entry.card['input']} {entry.card['layout']}"
+            print(f"{entry.name:24} {entry.kind:6} {inputs:14} {top1:>6} {top5:>6}  {entry.describe_preprocessing()}")
+        return 0
+    discarded = discarded_by_import(repo_folder(args.repo) / args.name) if args.force else None
+    folder = pull(args.name, args.repo, args.url, args.file, args.labels, args.force)
+    if discarded:  # as `edge import --force` says it
+        print(f"edge: {folder}: replaced; discarded {discarded}", file=sys.stderr)
+    if args.labels is None and find_entry(args.name).labels:
+        print(f"edge: note: {folder}: imported without labels, so classes print as numbers; pull again with "
+              "--force --labels synset_words.txt to name them", file=sys.stderr)
+    print(folder)
     return 0
 
 
@@ -363,17 +503,47 @@ VERBS = {
     "service": (add_service, cmd_service),
     "profile": (add_profile, cmd_profile),
     "info": (add_info, cmd_info),
+    "zoo": (add_zoo, cmd_zoo),
+    "list": (add_list, cmd_list),
+    "show": (add_show, cmd_show),
+    "rm": (add_rm, cmd_rm),
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _warn_of_credentials_in_argv(uri: str | None) -> None:
+    from .runtime.sources import redact
+
+    if uri and redact(uri) != uri and "${" not in uri:
+        print("edge: warning: --input holds a credential, which every user of this machine can read in the process "
+              "list: write it as ${NAME} and set NAME in the environment, or (edge run) put the input in the --config "
+              "file (docs/service.md, \"Credentials\")", file=sys.stderr)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """edge's parser, and each verb's by name."""
     from . import __doc__ as product
+    from . import __version__
 
     parser = argparse.ArgumentParser(prog="edge", description=product.strip())
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)
-    args = parser.parse_args(argv)
+    return parser, sub.choices
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of one verb; a flag the verb does not know is refused with the verb's usage, not edge's."""
+    parser, verbs = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        verbs[args.verb].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    _warn_of_credentials_in_argv(getattr(args, "input", None))
     try:
         return VERBS[args.verb][1](args)
     except EdgeError as e:

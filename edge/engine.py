@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from .files import atomic_write_bytes, atomic_write_text, sha256_file
 
 ENGINE_SUFFIX = ".plan"
 SIDECAR_SUFFIX = ".json"
+TIMING_CACHE_SUFFIX = ".timing.cache"
 STRONGLY_TYPED = "strongly-typed"  # precision comes from the ONNX graph's types (model.fp16.onnx, model.int8.onnx)
 IMPLICIT = "implicit"  # precision from FP16/INT8 builder flags; INT8 scales from calibration.cache
 
@@ -72,7 +72,7 @@ def sidecar_path(engine: Path) -> Path:
 
 
 def timing_cache_path(folder: Path, target: Target) -> Path:
-    return folder / f"{target.stem}.timing.cache"
+    return folder / f"{target.stem}{TIMING_CACHE_SUFFIX}"
 
 
 def source_hashes(folder: Path, spec: BuildSpec) -> dict[str, str]:
@@ -159,10 +159,3 @@ def install_engine(engine: Path, engine_bytes, sidecar: dict) -> None:
     """
     atomic_write_bytes(engine, engine_bytes)
     atomic_write_text(sidecar_path(engine), json.dumps(sidecar, indent=2) + "\n")
-
-
-def remove_leftovers(engine: Path) -> None:
-    """Temporary files of writes that a kill or power loss interrupted (atomic_write_* names them .<name>.*.tmp)."""
-    for name in (engine.name, sidecar_path(engine).name):
-        for leftover in engine.parent.glob(f".{name}.*.tmp"):
-            os.unlink(leftover)

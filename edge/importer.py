@@ -19,8 +19,20 @@ import tomli_w
 from . import __version__
 from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
-from .model import CARD, LABELS, MEAN_IMAGE, Card, read_labels, repo_folder
+from .model import (
+    CARD,
+    LABELS,
+    MEAN_IMAGE,
+    PRECISION_FILES,
+    Card,
+    Tensors,
+    check_graph,
+    read_labels,
+    repo_folder,
+    size_problems,
+)
 from .preprocess import Preprocess
+from .words import plural
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity"}
@@ -46,6 +58,16 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
+def graph_tensors(model: onnx.ModelProto) -> tuple[Tensors, Tensors]:
+    """The graph's inputs (less the initializers) and outputs, as check_graph compares them with a card."""
+    def tensors(values) -> Tensors:
+        return {v.name: (_dims(v), "float32" if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT else
+                         onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower()) for v in values}
+
+    initializers = {t.name for t in model.graph.initializer}
+    return tensors(i for i in model.graph.input if i.name not in initializers), tensors(model.graph.output)
+
+
 def load_onnx(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
@@ -57,6 +79,14 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
     if not model.graph.node:
         raise EdgeError(f"{path}: not an ONNX model (no graph nodes)")
+    return model
+
+
+def load_checked_onnx(folder: Path, card: Card) -> onnx.ModelProto:
+    """A model folder's model.onnx, refused in one line when it is not the graph its card describes."""
+    path = folder / PRECISION_FILES["fp32"]
+    model = load_onnx(path)
+    check_graph(card, path, *graph_tensors(model))
     return model
 
 
@@ -81,6 +111,8 @@ def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -
         raise EdgeError(f"{source}: input {image.name} is "
                         f"{onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
     dims = _dims(image)
+    if any(d is not None and d < 1 for d in dims):
+        raise EdgeError(f"{source}: input {image.name} {dims}: a size below 1")
     if layout is None:
         layout = "nchw" if dims[1] in (1, 3) else "nhwc" if dims[3] in (1, 3) else None
     channels = None if layout is None else dims[1] if layout == "nchw" else dims[3]
@@ -95,7 +127,7 @@ def find_class_output(model: onnx.ModelProto, source: Path) -> tuple[str, int, b
     producers = {out: node for node in model.graph.node for out in node.output}
     for output in model.graph.output:
         dims = _dims(output)
-        if len(dims) in (2, 4) and dims[1] and all(d == 1 for d in dims[2:]):
+        if len(dims) in (2, 4) and dims[1] is not None and dims[1] >= 1 and all(d == 1 for d in dims[2:]):
             node = producers.get(output.name)
             while node is not None and node.op_type in _PASS_THROUGH:
                 node = producers.get(node.input[0])
@@ -127,10 +159,44 @@ def _card_preprocess(dims: list[int | None], layout: str, options: PreprocessOpt
     )
 
 
+def model_name(src: Path, name: str | None) -> str:
+    """--name, else what SRC is called: deploy.prototxt and model.onnx say nothing, the zoo's folder name does."""
+    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
+    if not _NAME.match(name):
+        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    return name
+
+
+def discarded_by_import(folder: Path) -> str | None:
+    """What `edge import --force` discards from an existing model folder, in words; None when nothing."""
+    from .engine import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX
+    from .precision.calibrate import CALIBRATION_CACHE
+    from .precision.images import CALIBRATION_JSON
+
+    kinds = {"precision variants": [], "calibration": [], "engines": [], "other files": []}
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        name = path.name
+        if name in (CARD, LABELS, MEAN_IMAGE, PRECISION_FILES["fp32"]) or name.startswith("."):
+            continue
+        if name in PRECISION_FILES.values():
+            kinds["precision variants"].append(name)
+        elif name in (CALIBRATION_CACHE, CALIBRATION_JSON):
+            kinds["calibration"].append(name)
+        elif name.endswith(ENGINE_SUFFIX):
+            kinds["engines"].append(name)
+        elif not (path.with_suffix(ENGINE_SUFFIX).is_file() or name.endswith(TIMING_CACHE_SUFFIX)):
+            kinds["other files"].append(name)  # an engine's sidecar and the timing caches go with the engines
+    said = [f"{kind} ({', '.join(names)})" for kind, names in kinds.items() if names]
+    return "; ".join(said) or None
+
+
 def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-                 options: PreprocessOptions | None = None, force: bool = False) -> Path:
-    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder."""
+                 options: PreprocessOptions | None = None, force: bool = False, origin: dict | None = None) -> Path:
+    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder.
+
+    `origin` is recorded in the card's source as it is: where the files came from (`edge zoo pull` names the
+    zoo entry, the URL and the published checksums)."""
     src = Path(src)
     options = options or PreprocessOptions()
     if options.std is not None and options.scale is not None:
@@ -167,21 +233,20 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
             raise EdgeError(f"{src}: --weights and --mean are for Caffe models (a .prototxt)")
         model = load_onnx(src)
         defaults = {"color": "rgb", "resize": "shorter"}
-    # deploy.prototxt and model.onnx say nothing: the zoo's folder name does.
-    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
-    if not _NAME.match(name):
-        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    name = model_name(src, name)
     model = check_onnx(model, src)
     input_name, dims, layout = find_image_input(model, options.layout, src)
     output_name, classes, probabilities = find_class_output(model, src)
+    if problems := size_problems(dims[0] or 0, dims[1:], classes):
+        raise EdgeError(f"{src}: {'; '.join(problems)}")
     spec = _card_preprocess(dims, layout, options, defaults, mean_image, src)
 
     label_lines = None
     if labels is not None:
         label_lines = read_labels(Path(labels))
         if len(label_lines) != classes:
-            raise EdgeError(f"{labels}: {len(label_lines)} labels, but the model's output {output_name} "
-                            f"has {classes} classes")
+            raise EdgeError(f"{labels}: {plural(len(label_lines), 'label')}, but the model's output {output_name} "
+                            f"has {plural(classes, 'class', 'classes')}")
         sources.append(("labels", Path(labels)))
 
     card = Card(
@@ -194,6 +259,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
             "imported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "edge_version": __version__,
             "files": [{"role": role, "path": str(p.resolve()), "sha256": sha256_file(p)} for role, p in sources],
+            **({"origin": origin} if origin else {}),
         },
     )
     folder = repo_folder(repo) / name

@@ -22,12 +22,12 @@ from edge.engine import (
     install_engine,
     make_sidecar,
     read_sidecar,
-    remove_leftovers,
     sidecar_path,
     source_hashes,
     timing_cache_path,
     why_stale,
 )
+from edge.files import remove_stale
 
 ORIN = Target("10.3.0", "Orin", "8.7")
 STRONG_FP16 = BuildSpec("fp16", STRONGLY_TYPED, "model.fp16.onnx", None, None, None, (1, 1, 16))
@@ -207,5 +207,5 @@ def test_killed_replacement_leaves_the_previous_engine_usable(tmp_path):
         child.wait(timeout=30)
     assert engine.read_bytes() == b"engine bytes 1"
     assert why_stale(engine, ORIN, STRONG_FP16) is None
-    remove_leftovers(engine)  # what the next build does first
+    remove_stale(folder)  # what the next build does first
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import EdgeError
+from ..model import Tensors, check_graph
 from . import run_in_fixed_batches
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class OnnxRuntimeBackend:
     def __init__(self, onnx_path: Path, card: Card, runs: int = 1):
         """`runs`: as for session_options."""
         self.session = cpu_session(onnx_path, runs)
+        check_graph(card, onnx_path, _tensors(self.session.get_inputs()), _tensors(self.session.get_outputs()))
         self.input_name = card.input_name
         self.output_name = card.output_name
         self.fixed_batch = card.batch  # 0: the graph takes any batch size
@@ -61,3 +63,9 @@ class OnnxRuntimeBackend:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def _tensors(args: list[ort.NodeArg]) -> Tensors:
+    """ONNX Runtime's view of a graph's inputs or outputs, as check_graph compares them with the card."""
+    return {a.name: ([d if isinstance(d, int) else None for d in a.shape],
+                     "float32" if a.type == "tensor(float)" else a.type) for a in args}

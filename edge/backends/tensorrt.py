@@ -39,13 +39,12 @@ from ..engine import (
     install_engine,
     make_sidecar,
     read_sidecar,
-    remove_leftovers,
     source_hashes,
     timing_cache_path,
     why_stale,
 )
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, remove_stale
 from ..precision.calibrate import CALIBRATION_CACHE
 
 if TYPE_CHECKING:
@@ -241,6 +240,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
     Says on stderr whether it reused, built or rebuilt (and why). A build that fails or is killed leaves the
     previous engine and sidecar as they were.
     """
+    from ..importer import load_checked_onnx
     from ..model import Card
 
     trt = import_tensorrt()
@@ -250,6 +250,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
         raise EdgeError(f"polygraphy is not installed here ({_described(e)}); `edge build` uses NVIDIA's Polygraphy "
                         "to drive TensorRT: pip install polygraphy") from None
     card = Card.read(folder)
+    load_checked_onnx(folder, card)  # a graph that is not the card's is refused now, not after minutes of building
     spec = build_spec(folder, card, trt.__version__, precision, dla, workspace_mib, implicit)
     cache = read_calibration_cache(folder / spec.calibration_cache, trt.__version__) if spec.calibration_cache else None
     target = Target(trt.__version__, *gpu_identity())
@@ -263,7 +264,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
                         "`edge build` as a user who can (the service's repository belongs to the user edge)")
     _say(f"{engine}: building ({reason}){_other_engines(folder, precision, engine)}: TensorRT {target.tensorrt}, "
          f"{spec.path} from {spec.onnx}; this takes minutes")
-    remove_leftovers(engine)
+    remove_stale(folder)
     sources = source_hashes(folder, spec)  # hashed before the build, so a file changed during it shows as stale
     started = time.monotonic()
     engine_bytes = _build_serialized(trt, folder, card, spec, target, cache)

@@ -23,9 +23,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes
-from ..importer import load_onnx
-from ..model import CARD, PRECISION_FILES
+from ..files import atomic_write_bytes, remove_stale
+from ..importer import load_checked_onnx
+from ..model import CARD, PRECISION_FILES, Card
 
 KEEP_FLOAT32 = frozenset({
     "Softmax", "LogSoftmax", "LRN", "GlobalAveragePool", "GlobalLpPool", "Exp", "Pow",
@@ -41,13 +41,14 @@ def make_fp16(folder: Path) -> Path:
     if not (folder / CARD).is_file():
         raise EdgeError(f"{folder}: not a model folder (no {CARD})")
     source = folder / PRECISION_FILES["fp32"]
-    model = load_onnx(source)
+    model = load_checked_onnx(folder, Card.read(folder))
     try:
         half = to_float16(model)
         onnx.checker.check_model(half)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise EdgeError(f"{source}: the float16 graph is not valid ONNX: {first_line(e)}") from None
     target = folder / PRECISION_FILES["fp16"]
+    remove_stale(folder)  # what a killed run left; one file, so a rename is enough to replace it whole
     atomic_write_bytes(target, half.SerializeToString())
     return target
 

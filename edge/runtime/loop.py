@@ -62,7 +62,7 @@ import numpy as np
 
 from ..errors import EdgeError
 from ..preprocess import preprocess
-from .sources import Frame, Source, SourceError
+from .sources import Frame, Source, SourceError, log_skipped
 
 log = logging.getLogger("edge")
 
@@ -102,6 +102,7 @@ class LoopStats:
     last_result_at: float | None = None  # monotonic
     capture_alive_at: float = field(default_factory=time.monotonic)  # the capture thread's last sign of life
     latest: dict | None = None  # the last result written
+    source_error: str | None = None  # why the live source is down and when it is retried; None while frames come
 
 
 class CpuExecutor:
@@ -205,7 +206,7 @@ class Loop:
         self.capture_error: BaseException | None = None
         # Every frame of a file will be classified, so preparing it on the capture thread is never wasted.
         self.prepare_ahead = not source.live and hasattr(executor, "prepare") and hasattr(executor, "collate")
-        self.bad_frames = 0  # frames a live capture returned that were not HxWx3 uint8
+        self.bad_frames = 0  # frames not HxWx3 uint8, or of a size preprocessing refuses
 
     def _record(self, stage: str, seconds: float) -> None:
         for recorder in self.timings:
@@ -240,8 +241,9 @@ class Loop:
                     opened = False
                     failures += 1
                     delay = min(BACKOFF_S[0] * 2 ** (failures - 1), BACKOFF_S[1])
+                    stats.source_error = f"{e}; retrying in {delay:.2g} s (attempt {failures})"
                     if failures & (failures - 1) == 0:  # log attempts 1, 2, 4, 8...: the journal stays readable
-                        log.warning("%s; retrying in %.2g s (attempt %d)", e, delay, failures)
+                        log.warning("%s", stats.source_error)
                     self._wait(delay)
                     continue
                 stats.decode_errors = getattr(source, "decode_errors", 0) + self.bad_frames
@@ -254,9 +256,14 @@ class Loop:
                 self._record("capture", time.perf_counter() - start)
                 if self.prepare_ahead:
                     start = time.perf_counter()
-                    frame.prepared = self.executor.prepare(frame.image)
+                    try:
+                        frame.prepared = self.executor.prepare(frame.image)
+                    except EdgeError as e:  # a size preprocessing refuses (a frame 1 pixel wide): skip it
+                        self.bad_frames += 1
+                        log_skipped(f"{frame.file or 'frame'}: {e}", self.bad_frames)
+                        continue
                     self._record("preprocess", time.perf_counter() - start)
-                failures = 0
+                failures, stats.source_error = 0, None
                 self.queue.put(frame)
                 stats.dropped = self.queue.dropped
         except BaseException as e:  # a bug or an environment failure: the loop re-raises it
