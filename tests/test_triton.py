@@ -21,10 +21,6 @@ from triton_server import TritonServer, free_port
 from runtime_support import tiny_model_folder, write_video
 from tiny_models import tiny_classifier
 
-text_format = pytest.importorskip("google.protobuf.text_format", reason="needs protobuf")
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                                       reason="needs tritonclient (pip install -e '.[triton]')")
-
 EDGE = [sys.executable, "-m", "edge.cli"]
 RUN_S = 120  # the longest an `edge run` here may take
 
@@ -33,8 +29,17 @@ def edge(*args: str, timeout: float = RUN_S) -> subprocess.CompletedProcess:
     return subprocess.run(EDGE + list(args), capture_output=True, text=True, timeout=timeout)
 
 
+def pb2():
+    """Triton's model configuration messages, which tritonclient ships."""
+    return pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                               reason="needs tritonclient (pip install -e '.[triton]')")
+
+
 def model_config(folder: Path):
-    return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    """config.pbtxt parsed into Triton's own ModelConfig message."""
+    from google.protobuf import text_format
+
+    return text_format.Parse((folder / "config.pbtxt").read_text(), pb2().ModelConfig())
 
 
 def fake_engine(folder: Path, stem: str, capability: str, precision: str, built_at: str) -> None:
@@ -70,7 +75,7 @@ def test_every_config_parses_into_triton_model_config_and_says_what_the_issue_as
     onnx_model = configs["tiny_onnx"]
     assert onnx_model.platform == "onnxruntime_onnx" and (repo / "tiny_onnx/3/model.onnx").is_file()
     assert [(t.name, list(t.dims), t.data_type) for t in onnx_model.input] == \
-        [("image", [3, 32, 32], model_config_pb2.TYPE_FP32)]
+        [("image", [3, 32, 32], pb2().TYPE_FP32)]
     assert [(t.name, list(t.dims), t.label_filename) for t in onnx_model.output] == [("logits", [10], "labels.txt")]
     assert (repo / "tiny_onnx/labels.txt").read_text().splitlines() == [f"class{i}" for i in range(10)]
     assert onnx_model.dynamic_batching.max_queue_delay_microseconds > 0
@@ -79,14 +84,14 @@ def test_every_config_parses_into_triton_model_config_and_says_what_the_issue_as
     assert plan.platform == "tensorrt_plan" and dict(plan.cc_model_filenames) == {
         "8.0": "a100-sm80-trt10.3.0-fp32.plan", "8.7": "orin-sm87-trt10.3.0-fp32.plan"}
     assert {p.name for p in (repo / "tiny_plan/3").iterdir()} == set(plan.cc_model_filenames.values())
-    assert plan.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert plan.instance_group[0].kind == pb2().ModelInstanceGroup.KIND_GPU
     python = configs["tiny_python"]
     assert python.backend == "python" and python.parameters["precision"].string_value == "fp32"
     assert {"model.py", "model.toml", "model.onnx", "labels.txt"} <= {p.name for p in
                                                                       (repo / "tiny_python/3").iterdir()}
     preprocess = configs["tiny_preprocess"]
     assert [(t.name, list(t.dims), t.data_type) for t in preprocess.input] == \
-        [("frame", [-1, -1, 3], model_config_pb2.TYPE_UINT8)]
+        [("frame", [-1, -1, 3], pb2().TYPE_UINT8)]
     ensemble = configs["tiny"]
     assert ensemble.platform == "ensemble" and not ensemble.HasField("dynamic_batching")
     steps = ensemble.ensemble_scheduling.step

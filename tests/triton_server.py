@@ -28,6 +28,7 @@ START_S = 90.0  # loading the models: each Python-backend instance starts a stub
 
 def triton_environment() -> tuple[Path, Path]:
     """(the server's Python environment, pytriton's tritonserver folder in it); skips the test without them."""
+    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (pip install -e '.[triton]')")
     env = Path(os.environ.get("EDGE_TRITON_ENV") or ROOT / ".venv-triton")
     found = sorted(env.glob("lib/python3*/site-packages/pytriton/tritonserver/bin/tritonserver"))
     if not found:
