@@ -6,6 +6,7 @@ restarted under a running client without a frame lost."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -295,6 +296,19 @@ def test_edge_classify_through_triton_gives_the_local_labels(tiny, served, tmp_p
     assert [[p["class_id"] for p in r["top"]] for r in json.loads(remote.stdout)["results"]] == labels
     done = edge("classify", str(tiny), *images, "--backend", f"triton://{served.http}/tiny")  # frames in: run's
     assert done.returncode == 1 and "takes camera frames" in done.stderr
+
+
+def test_edge_profile_through_triton_splits_the_round_trip_into_server_and_network(tiny, served):
+    done = edge("profile", str(tiny), "--backend", f"triton://{served.http}/tiny_python", "--frames", "20",
+                "--warmup", "5", "--json")
+    assert done.returncode == 0, done.stderr
+    note = json.loads(done.stdout)["note"]
+    found = re.search(r"Triton: (\d+) requests, ([\d.]+) ms a round trip: server ([\d.]+) ms .* network and client "
+                      r"(-?[\d.]+) ms", note)
+    assert found, note
+    requests, round_trip, server, rest = int(found[1]), *map(float, found.groups()[1:])
+    assert requests >= 40 and 0 < server <= round_trip  # serial and overlapped runs, 25 frames each
+    assert rest == pytest.approx(round_trip - server, abs=0.02)
 
 
 def test_a_wrong_triton_backend_is_one_line(tiny, served):

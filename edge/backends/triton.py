@@ -157,15 +157,34 @@ class TritonBackend:
     def receive(self, futures: list[Future]) -> np.ndarray:
         return np.concatenate([future.result() for future in futures])
 
-    def server_seconds(self) -> dict[str, tuple[int, float]]:
-        """Triton's own totals for the model, since the server started: {"success": (requests, seconds), "queue":
-        ..., "compute_input", "compute_infer", "compute_output"}; two readings apart give the server's share of
-        the round trips between them (the rest is the network and the client)."""
+    def times(self) -> dict[str, tuple[int, float]]:
+        """(count, seconds) totals: this client's "round_trip"s, and Triton's own for the model since the server
+        started ("success": whole requests on the server, "queue", "compute_input", "compute_infer",
+        "compute_output"). time_split tells two readings apart."""
         as_json = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
         stats = self._client().get_inference_statistics(self.endpoint.model, **as_json)["model_stats"][0]
-        return {name: (int(value.get("count", 0)), int(value.get("ns", 0)) / 1e9)
-                for name, value in stats["inference_stats"].items()
-                if name in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+        totals = {name: (int(value.get("count", 0)), int(value.get("ns", 0)) / 1e9)
+                  for name, value in stats["inference_stats"].items()
+                  if name in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+        with self.counts:
+            totals["round_trip"] = (self.round_trips, self.round_trip_seconds)
+        return totals
+
+    def time_split(self, before: dict[str, tuple[int, float]]) -> str:
+        """Since the reading `before`: the round trip per request, the server's part (Triton's statistics) and the
+        rest, the network's and the client's. Other clients of the same model share the server's figures."""
+        after = self.times()
+        count, seconds = (a - b for a, b in zip(after["round_trip"], before["round_trip"]))
+        if not count:
+            return "no request answered by the Triton server"
+        per_request = {name: (after[name][1] - before[name][1]) / max(after[name][0] - before[name][0], 1)
+                       for name in after if name != "round_trip" and name in before}
+        server = per_request.get("success", 0.0)
+        compute = sum(per_request.get(name, 0.0) for name in ("compute_input", "compute_infer", "compute_output"))
+        queue = per_request.get("queue", 0.0)
+        return (f"Triton: {count} requests, {seconds / count * 1e3:.2f} ms a round trip: server {server * 1e3:.2f} ms "
+                f"(queue {queue * 1e3:.2f}, compute {compute * 1e3:.2f}), network and client "
+                f"{(seconds / count - server) * 1e3:.2f} ms")
 
     def metric_lines(self) -> list[str]:
         """Prometheus text for /metrics (runtime/http.py): remote errors, and round trips as a summary."""
