@@ -108,6 +108,22 @@ def test_serve_with_chooses_the_ensembles_model_and_plan_needs_an_engine(tiny, t
     assert done.returncode == 1 and "no fp32 engine to serve" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_plan_whose_profile_takes_smaller_batches_than_max_batch_is_refused(tiny, tmp_path):
+    fake_engine(tiny, "orin-sm87-trt10.3.0", "8.7", "fp16", "2026-11-01T00:00:00+00:00")
+    sidecar = tiny / "orin-sm87-trt10.3.0-fp16.json"
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "flags": {"batch_profile": [1, 4, 4]}}))
+    (tiny / "model.fp16.onnx").write_bytes((tiny / "model.onnx").read_bytes())
+    try:
+        refused = edge("export", str(tiny), "--triton", str(tmp_path), "--precision", "fp16")
+        done = edge("export", str(tiny), "--triton", str(tmp_path), "--precision", "fp16", "--max-batch", "4")
+    finally:
+        for name in ("orin-sm87-trt10.3.0-fp16.plan", "orin-sm87-trt10.3.0-fp16.json", "model.fp16.onnx"):
+            (tiny / name).unlink()
+    assert refused.returncode == 1 and "takes batches of up to 4 (its build profile)" in refused.stderr
+    assert done.returncode == 0, done.stderr
+    assert model_config(tmp_path / "tiny_plan").max_batch_size == 4
+
+
 def test_a_fixed_batch_graph_is_served_with_max_batch_size_0_and_its_batch_in_the_dims(tmp_path):
     folder = tiny_model_folder(tmp_path / "fixed", batch=2)
     assert edge("export", str(folder), "--triton", str(tmp_path / "repo")).returncode == 0

@@ -112,6 +112,11 @@ def export_triton(model: str, repo_out: Path, max_batch: int = 8, instances: int
     if not onnx_path.is_file():
         raise EdgeError(f"{onnx_path}: no {precision} variant to export")
     plans, warnings = plans_by_compute_capability(folder, precision)
+    for engine in plans.values():  # Triton sends the plan batches up to max_batch_size; its profile must take them
+        profile = ((read_sidecar(folder / engine) or {}).get("flags") or {}).get("batch_profile")
+        if card.batch == 0 and profile and profile[2] < max_batch:
+            raise EdgeError(f"--max-batch {max_batch}: {folder / engine} takes batches of up to {profile[2]} (its "
+                            f"build profile); export with --max-batch {profile[2]} or rebuild it")
     if serve_with == "plan" and not plans:
         raise EdgeError(f"{folder}: no {precision} engine to serve; build one with `edge build --precision "
                         f"{precision}` on the server's GPU, or --serve-with onnx")
