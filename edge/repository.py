@@ -100,7 +100,7 @@ def engine_files(folder: Path) -> list[Path]:
 def remove(model: str | os.PathLike, repo: str | os.PathLike | None = None, engines_only: bool = False) -> list[Path]:
     """Remove a model folder (renamed aside first, so it is never seen half-deleted), or only its engines.
     Returns what was removed."""
-    folder = find_model_folder(model, repo)
+    folder = Path(os.path.abspath(find_model_folder(model, repo)))  # "." names the folder it is: set aside by name
     if engines_only:
         removed = engine_files(folder)
         for path in removed:  # each engine before its sidecar: an engine never outlives its sidecar

@@ -156,3 +156,10 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"edge {__version__}"
+
+
+def test_edge_rm_dot_removes_the_model_folder_it_is_run_in(repo, monkeypatch, capsys):
+    monkeypatch.chdir(repo / "tiny")
+    assert cli.main(["rm", "."]) == 0
+    assert capsys.readouterr().out.strip() == f"removed {repo / 'tiny'}"
+    assert sorted(p.name for p in repo.iterdir()) == [".downloads", "other"]
