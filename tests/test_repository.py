@@ -158,6 +158,17 @@ def test_version(capsys):
     assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"edge {__version__}"
 
 
+def test_edge_rm_of_a_symlinked_model_removes_the_link_not_the_folder_it_points_to(repo, tmp_path, capsys):
+    elsewhere = tmp_path / "ssd" / "tiny"
+    elsewhere.parent.mkdir()
+    shutil.move(repo / "tiny", elsewhere)
+    (repo / "tiny").symlink_to(elsewhere)
+    assert cli.main(["rm", "tiny", "--repo", str(repo)]) == 0
+    assert capsys.readouterr().out.strip() == f"removed {repo / 'tiny'}"
+    assert sorted(p.name for p in repo.iterdir()) == [".downloads", "other"]  # nothing set aside either
+    assert (elsewhere / "model.toml").is_file() and (elsewhere / "model.onnx").is_file()
+
+
 def test_edge_rm_dot_removes_the_model_folder_it_is_run_in(repo, monkeypatch, capsys):
     monkeypatch.chdir(repo / "tiny")
     assert cli.main(["rm", "."]) == 0
