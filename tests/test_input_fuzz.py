@@ -212,6 +212,16 @@ def test_a_card_edited_to_nonsense_is_refused_naming_the_entry(model, tmp_path, 
         assert code == 1 and f"{folder / 'model.toml'}: " in err and fragment in err, err
 
 
+@pytest.mark.parametrize("contents", [b"", b"\x93NUM", b"\x93NUMPY\x01\x00\x10\x00{'descr':", b"104,117,123\n"])
+def test_a_mean_image_that_is_no_npy_array_is_refused_naming_it(model, tmp_path, capsys, contents):
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(".png", 12, 16))
+    folder = edit_card(model, (("preprocess", "mean_image"), "mean.npy"))
+    (folder / "mean.npy").write_bytes(contents)  # empty (a full disk, a kill mid-copy), cut short, or text
+    code, err = edge(capsys, "classify", folder, image)
+    assert code == 1 and f"{folder / 'mean.npy'}: not a .npy array" in err, err
+
+
 @pytest.mark.parametrize("edit, fragment", [
     ((("input", "name"), "data"), "input 'data' expected, the graph's inputs are image[N,3,8,8]"),
     ((("output", "name"), "prob"), "output 'prob' expected, the graph's outputs are logits[N,4]"),
