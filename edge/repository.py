@@ -167,12 +167,14 @@ def describe_card(card: Card, folder: Path) -> list[str]:
         lines.append(f"labels       {card.labels}: {len(labels)}, from {labels[0]!r} to {labels[-1]!r}")
     else:
         lines.append("labels       none (classes print as numbers)")
-    source = card.source
+    source = card.source  # a record nothing runs from: an edited one is shown as far as it goes, not refused
     lines.append(f"source       {source.get('kind', '?')}, imported {source.get('imported', '?')} "
                  f"by edge {source.get('edge_version', '?')}")
-    for f in source.get("files", []):
-        lines.append(f"  {f['role']:10} {f['path']}  sha256 {f['sha256']}")
+    files = source.get("files")
+    for f in files if isinstance(files, list) else []:
+        if isinstance(f, dict):
+            lines.append(f"  {str(f.get('role', '?')):10} {f.get('path', '?')}  sha256 {f.get('sha256', '?')}")
     origin = source.get("origin")
-    if origin:
+    if isinstance(origin, dict) and origin:
         lines.append(f"  {'origin':10} " + ", ".join(f"{key} {value}" for key, value in origin.items()))
     return lines
