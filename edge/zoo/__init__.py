@@ -165,6 +165,9 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
     folder = repo_folder(repo) / name
     if folder.exists() and not force:  # found out before a download, not after
         raise EdgeError(f"{folder}: already exists; pass --force to replace it")
+    for shipped in (f for f in entry.files if f.package is not None):  # the package is checked as downloads are,
+        with resources.as_file(resources.files(__package__).joinpath(shipped.package)) as path:  # before them
+            verify(path, shipped, path)
     fetched = entry.download
     if file is not None:
         local = Path(file)
@@ -199,8 +202,6 @@ def _import(entry: ZooEntry, fetched: Path, repo, labels, force: bool, origin: s
     with contextlib.ExitStack() as stack:
         shipped = {f.role: stack.enter_context(resources.as_file(resources.files(__package__).joinpath(f.package)))
                    for f in entry.files if f.package is not None}
-        for role, path in shipped.items():
-            verify(path, files[role], path)  # the package itself is checked as downloads are
         model = shipped.get("model", fetched)
         weights = fetched if "weights" in files else None
         return import_model(model, name=entry.name, repo=repo, weights=weights, labels=labels,
