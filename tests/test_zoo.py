@@ -311,3 +311,16 @@ def test_an_unknown_name_and_an_unreachable_url_are_one_line(resnet, server, cap
     assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--url", server.url("missing.onnx")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "HTTP 404" in err
+
+
+def test_a_checked_download_whose_import_fails_is_kept_for_the_next_run(resnet, server, tmp_path, capsys):
+    entry, data, repo = resnet
+    wrong = tmp_path / "wrong_labels.txt"
+    wrong.write_text("".join(f"class {i}\n" for i in range(1001)))
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--labels", str(wrong)]) == 1
+    assert "1001 labels" in capsys.readouterr().err and not (repo / entry.name).exists()
+    server.ranges.clear()
+    labels = imagenet_labels(tmp_path / "synset_words.txt")
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--labels", str(labels)]) == 0
+    assert server.ranges == [f"bytes={len(data)}-"]  # nothing fetched again: the file it had was checked again
+    assert sorted(p.name for p in repo.iterdir()) == [entry.name]

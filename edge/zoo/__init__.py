@@ -188,7 +188,11 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
             part.unlink()
             raise
         os.replace(part, complete)
-        return _import(entry, complete, repo, labels, force, origin=source)
+        try:
+            return _import(entry, complete, repo, labels, force, origin=source)
+        except BaseException:  # wrong --labels, say: kept as a whole .part, which the next run checks, not fetches
+            os.replace(complete, part)
+            raise
     finally:
         complete.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # left in place while an interrupted .part waits to be resumed
