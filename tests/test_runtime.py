@@ -583,3 +583,20 @@ def test_a_camera_that_does_not_open_says_why(tmp_path, monkeypatch, error, reas
     node.touch()
     monkeypatch.setattr(sources.os, "open", refuse)
     assert sources.device_problem(str(node)).startswith(reason)
+
+
+def test_a_camera_whose_group_has_no_name_here_says_why(tmp_path, monkeypatch):
+    from edge.runtime import sources
+
+    def refuse(path, flags):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    def no_name(gid):
+        raise KeyError(f"getgrgid(): gid not found: {gid}")  # as grp says it for a gid /etc/group does not list
+
+    node = tmp_path / "video0"
+    node.touch()
+    monkeypatch.setattr(sources.os, "open", refuse)
+    monkeypatch.setattr(sources.grp, "getgrgid", no_name)
+    assert sources.device_problem(str(node)) == (f"cannot open: permission denied (the device's group, gid "
+                                                 f"{node.stat().st_gid}, has no name here)")
