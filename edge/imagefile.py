@@ -89,7 +89,8 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     sizes = {}
     for entry in range(directory + 2, directory + 2 + 12 * count, 12):
         tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
-        if tag in (256, 257):  # a SHORT (type 3) or a LONG, at the start of the value field
+        if tag in (256, 257) and tag not in sizes:  # a SHORT (type 3) or a LONG, at the start of the value field;
+            # of a tag given twice, libtiff reads the first (and only warns), so the budget must judge that one
             sizes[tag] = struct.unpack_from(order + ("H" if kind == 3 else "I"), data, entry + 8)[0]
     return (sizes[256], sizes[257]) if len(sizes) == 2 else None
 

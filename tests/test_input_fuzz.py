@@ -128,6 +128,29 @@ def test_a_header_over_the_budget_is_refused_before_decoding(tmp_path, monkeypat
         load_image(small)
 
 
+def tiff_with_sizes_twice(data: bytes, width: int, height: int) -> bytes:
+    """A TIFF whose first directory gives ImageWidth and ImageLength twice, width x height first: libtiff (so
+    OpenCV) reads the first of a repeated tag and warns."""
+    order = "<" if data[:2] == b"II" else ">"
+    (directory,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[directory : directory + 2])
+    entries = [data[directory + 2 + 12 * i : directory + 14 + 12 * i] for i in range(count)]
+    claimed = [struct.pack(order + "HHII", tag, 4, 1, size) for tag, size in ((256, width), (257, height))]
+    rewritten = [*claimed, *entries]
+    return (data[:4] + struct.pack(order + "I", len(data)) + data[8:] + struct.pack(order + "H", len(rewritten))
+            + b"".join(rewritten) + b"\0\0\0\0")
+
+
+def test_a_tiff_giving_its_size_twice_is_judged_by_the_size_opencv_decodes(tmp_path):
+    path = tmp_path / "twice.tif"
+    path.write_bytes(tiff_with_sizes_twice(encode(".tif", 4, 5), 30000, 30000))
+    with pytest.raises(EdgeError, match=f"{path}: 30000x30000 pixels .* over the 100 MP limit"):
+        load_image(path)
+    assert header_size(tiff_with_sizes_twice(encode(".tif", 4, 5), 7, 3)) == (7, 3)
+    assert cv2.imdecode(np.frombuffer(tiff_with_sizes_twice(encode(".tif", 4, 5), 7, 3), np.uint8),
+                        cv2.IMREAD_COLOR).shape[:2] == (3, 7)  # the first of each, as the header parser takes
+
+
 def test_hostile_images_stay_within_1_gb_and_edge_run_skips_them(model, tmp_path):
     """Measured in a child process of its own (ru_maxrss): before the pixel budget, the first file took 5.3 GB."""
     folder = tmp_path / "shots"
