@@ -24,7 +24,8 @@ from .errors import EdgeError, first_line
 
 MAX_IMAGE_PIXELS = 100_000_000
 FORMATS = "JPEG, PNG, BMP, TIFF, WebP, PNM"
-_PNM = re.compile(rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)\s")
+# A comment ends at CR or LF, as OpenCV's PxM reader ends it (else "#x\r20000 20000\n8 8" would read as 8 x 8)
+_PNM = re.compile(rb"P[1-6](?:\s|#[^\r\n]*[\r\n])+(\d+)(?:\s|#[^\r\n]*[\r\n])+(\d+)\s")
 
 
 def max_image_pixels() -> int:

@@ -128,6 +128,15 @@ def test_a_header_over_the_budget_is_refused_before_decoding(tmp_path, monkeypat
         load_image(small)
 
 
+@pytest.mark.parametrize("header", [b"P6\n#x\r20 30\n8 8\n255\n", b"P5 #c\r20 30\n255\n", b"P6\n#a\n#b\r20\t30\n255\n"])
+def test_a_pnm_comment_ended_by_a_carriage_return_is_read_as_opencv_reads_it(header):
+    """OpenCV's PxM reader ends a comment at CR or LF: a parser ending it at LF only read `8 8` below a
+    20 x 30 image, and the budget judged the wrong size."""
+    data = header + bytes(20 * 30 * 3)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (30, 20)
+    assert header_size(data) == (20, 30)
+
+
 def tiff_with_sizes_twice(data: bytes, width: int, height: int) -> bytes:
     """A TIFF whose first directory gives ImageWidth and ImageLength twice, width x height first: libtiff (so
     OpenCV) reads the first of a repeated tag and warns."""
