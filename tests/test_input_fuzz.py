@@ -160,6 +160,27 @@ def test_a_tiff_giving_its_size_twice_is_judged_by_the_size_opencv_decodes(tmp_p
                         cv2.IMREAD_COLOR).shape[:2] == (3, 7)  # the first of each, as the header parser takes
 
 
+@pytest.mark.parametrize("kind", [16, 17])  # LONG8, SLONG8
+def test_a_tiff_size_stored_at_an_offset_is_not_read_as_the_offset(tmp_path, kind):
+    """libtiff reads an 8-byte size from where the entry points: a parser taking the entry's 4 bytes as the size
+    judged a 30000-pixel-wide image by its offset."""
+    data = encode(".tif", 4, 5)
+    (directory,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[directory : directory + 2])
+    entries = [data[directory + 2 + 12 * i : directory + 14 + 12 * i] for i in range(count)]
+    offset = len(data)
+    width = struct.pack("<HHII", 256, kind, 1, offset)
+    entries = [width if e[:2] == struct.pack("<H", 256) else e for e in entries]
+    data += struct.pack("<Q", 30000)
+    data = (data[:4] + struct.pack("<I", len(data)) + data[8:] + struct.pack("<H", len(entries)) + b"".join(entries)
+            + b"\0\0\0\0")
+    assert header_size(data) is None or header_size(data)[0] == 30000
+    path = tmp_path / "offset.tif"
+    path.write_bytes(data)
+    with pytest.raises(EdgeError, match=str(path)):
+        load_image(path)
+
+
 def test_hostile_images_stay_within_1_gb_and_edge_run_skips_them(model, tmp_path):
     """Measured in a child process of its own (ru_maxrss): before the pixel budget, the first file took 5.3 GB."""
     folder = tmp_path / "shots"
