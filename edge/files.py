@@ -78,9 +78,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # a full disk's write names no file: name the target
-            e.filename = str(path)
+        _name_target(e, path)
         raise
+
+
+def _name_target(error: BaseException, target: Path) -> None:
+    """A full disk's write names no file (OSError ENOSPC, filename None): name what was being written, so the CLI
+    says it in one line."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = str(target)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -160,6 +166,9 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
         else:
             os.rename(staging, final)
         fsync_path(final.parent)
+    except BaseException as e:
+        _name_target(e, final)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

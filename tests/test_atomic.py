@@ -251,3 +251,21 @@ def test_what_each_rename_moves_is_flushed_before_it_and_its_folder_after(swap, 
         if source.endswith((".tmp", ".staging")):  # new content, not an old folder moved aside
             assert set(moved) <= flushed_before, (source, set(moved) - flushed_before)
         assert str(Path(target).parent) in flushed_after, target
+
+
+@pytest.mark.parametrize("verb", ["import", "calibrate"])
+def test_a_full_disk_is_one_line_naming_the_model_folder_and_leaves_it_as_it_was(verb, repo, tmp_path, images,
+                                                                                 monkeypatch, capsys, request):
+    if verb == "calibrate":
+        request.getfixturevalue("onnxruntime_calibrates")
+    folder = old_folder("fp16", repo, tmp_path, images)
+    old = state(folder)
+
+    def full(*args, **kwargs):  # as a write to a full disk fails: ENOSPC, naming no file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("onnx.save", full)
+    capsys.readouterr()
+    assert main(command(verb, repo, tmp_path, images)) == 1
+    assert capsys.readouterr().err == f"edge: error: {folder.resolve()}: {os.strerror(errno.ENOSPC)}\n"
+    assert state(folder) == old and leftovers(repo) == []
