@@ -269,3 +269,20 @@ def test_a_full_disk_is_one_line_naming_the_model_folder_and_leaves_it_as_it_was
     assert main(command(verb, repo, tmp_path, images)) == 1
     assert capsys.readouterr().err == f"edge: error: {folder.resolve()}: {os.strerror(errno.ENOSPC)}\n"
     assert state(folder) == old and leftovers(repo) == []
+
+
+def test_calibrate_on_a_disk_that_fills_says_so_in_one_line(repo, tmp_path, images, monkeypatch, capsys,
+                                                            onnxruntime_calibrates):
+    folder = old_folder("fp16", repo, tmp_path, images)
+    old = state(folder)
+
+    def cut_short(source, target, *args, **kwargs):  # as ONNX's C++ writes on a full disk: short, and no error
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+
+    monkeypatch.setattr("onnx.shape_inference.infer_shapes_path", cut_short)
+    capsys.readouterr()
+    assert main(command("calibrate", repo, tmp_path, images)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge: error: {folder}: ONNX Runtime read back a cut-short working copy") and \
+        err.count("\n") == 1, err
+    assert state(folder) == old and leftovers(repo) == []

@@ -21,12 +21,14 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from tqdm import tqdm
 
@@ -78,7 +80,13 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     # The three files change together or not at all: written in a staging folder that then replaces the model
     # folder in one step. ONNX Runtime's working files (tens of MB) live in it too, so a killed run's are found.
     with updated_folder(folder) as staging:
-        _calibrate_into(staging, source, model, card, images, method, tensorrt_version)
+        try:
+            _calibrate_into(staging, source, model, card, images, method, tensorrt_version)
+        except DecodeError as e:  # ONNX's shape inference (in ONNX Runtime) does not report a write cut short
+            free = shutil.disk_usage(staging).free
+            raise EdgeError(f"{folder}: ONNX Runtime read back a cut-short working copy of the model "
+                            f"({first_line(e)}); {free >> 20} MiB free on that disk, and calibration needs room "
+                            f"for several copies of {source.name}") from None
     return folder / PRECISION_FILES["int8"]
 
 
