@@ -324,3 +324,13 @@ def test_a_checked_download_whose_import_fails_is_kept_for_the_next_run(resnet, 
     assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--labels", str(labels)]) == 0
     assert server.ranges == [f"bytes={len(data)}-"]  # nothing fetched again: the file it had was checked again
     assert sorted(p.name for p in repo.iterdir()) == [entry.name]
+
+
+@pytest.mark.parametrize("url", ["mirror.example/resnet18-v1-7.onnx", "/tmp/resnet18-v1-7.onnx", "http://[::1",
+                                 "ftp://mirror.example/resnet18-v1-7.onnx"])
+def test_a_mirror_that_is_no_http_url_is_one_line_before_anything_is_made(resnet, url, capsys):
+    entry, _, repo = resnet
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge: error: {url}: not ") and err.count("\n") == 1, err
+    assert not repo.exists()

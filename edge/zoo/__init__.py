@@ -21,6 +21,7 @@ import http.client
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -175,11 +176,17 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
             raise EdgeError(f"{local}: no such file")
         verify(local, fetched, local)
         return _import(entry, local, repo, labels, force, origin=str(local.resolve()))
+    source = url or fetched.url
+    try:
+        scheme = urllib.parse.urlsplit(source).scheme
+    except ValueError as e:  # "http://[::1", say
+        raise EdgeError(f"{source}: not a URL ({e})") from None
+    if scheme not in ("http", "https"):  # a path given to --url, or a host without its scheme
+        raise EdgeError(f"{source}: not an http:// or https:// URL; a file on this machine is given with --file")
     downloads = repo_folder(repo) / DOWNLOADS
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{fetched.name}.part"
     complete = downloads / fetched.name
-    source = url or fetched.url
     try:
         download(source, part)
         try:
