@@ -131,8 +131,8 @@ def download(url: str, part: Path) -> None:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 if response.status != 206:  # the server sent the whole file: start over
                     have = 0
-                length = response.headers.get("Content-Length")
-                total = have + int(length) if length is not None else None
+                length = response.headers.get("Content-Length", "")
+                total = have + int(length) if length.isdigit() else None  # else read to the end; the sum decides
                 with open(part, "ab" if have else "wb") as f, \
                         tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                              desc=part.name.removesuffix(".part"), disable=not sys.stderr.isatty(), leave=False) as bar:
