@@ -295,6 +295,23 @@ def test_a_card_that_disagrees_with_its_graph_is_refused(model, tmp_path, capsys
             assert code == 1 and f"{folder / 'model.onnx'}: does not match model.toml: {fragment}" in err, err
 
 
+@pytest.mark.parametrize("batch", [0, 2])
+def test_a_card_whose_batch_the_graph_does_not_take_is_refused(tmp_path, capsys, batch):
+    repo = tmp_path / "engines"
+    assert main(["import", str(tiny_classifier(tmp_path / "one.onnx", batch=1)), "--repo", str(repo)]) == 0
+    folder = edit_card(repo / "one", (("input", "batch"), batch))
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(".png", 12, 16))
+    code, err = edge(capsys, "classify", folder, image)
+    assert code == 1 and f"input image[1,3,8,8], the card says [{batch or 'N'},3,8,8]" in err, err
+
+
+def test_a_card_whose_batch_takes_over_1_gb_is_refused(model, tmp_path, capsys):
+    folder = edit_card(model, (("input", "shape"), [3, 1024, 1024]), (("input", "batch"), 100))
+    code, err = edge(capsys, "classify", folder, tmp_path / "a.png")
+    assert code == 1 and "batch 100 of [3, 1024, 1024] inputs is 1200 MiB of float32, over 1024 MiB" in err, err
+
+
 def test_a_model_file_from_another_model_names_the_file_and_the_tensors(model, tmp_path, capsys):
     """Issue 14: model.int8.onnx (or model.onnx) copied from another model was ValueError: Required inputs ..."""
     other = onnx.load(str(tiny_classifier(tmp_path / "other.onnx", classes=7)))
