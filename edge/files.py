@@ -187,9 +187,9 @@ def updated_folder(folder: str | os.PathLike) -> Iterator[Path]:
         for entry in folder.iterdir():
             if (staging / entry.name).exists() or _LEFTOVER.fullmatch(entry.name):
                 continue
-            if entry.is_dir():
-                shutil.copytree(entry, staging / entry.name, copy_function=_link_or_copy)
-            else:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, staging / entry.name, symlinks=True, copy_function=_link_or_copy)
+            else:  # a file, or a symbolic link (to a file or a folder), which stays a link
                 _link_or_copy(entry, staging / entry.name)
 
 

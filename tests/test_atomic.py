@@ -286,3 +286,19 @@ def test_calibrate_on_a_disk_that_fills_says_so_in_one_line(repo, tmp_path, imag
     assert err.startswith(f"edge: error: {folder}: ONNX Runtime read back a cut-short working copy") and \
         err.count("\n") == 1, err
     assert state(folder) == old and leftovers(repo) == []
+
+
+def test_an_update_keeps_symbolic_links_in_the_folder_as_links(tmp_path):
+    folder, shared = tmp_path / "tiny", tmp_path / "shared"
+    (shared / "inner").mkdir(parents=True)
+    (shared / "images.png").write_bytes(b"png")
+    folder.mkdir()
+    (folder / "model.toml").write_text("card")
+    (folder / "images").symlink_to(shared)  # a folder kept elsewhere, linked in
+    (folder / "sub").mkdir()
+    (folder / "sub" / "inner").symlink_to(shared / "inner")
+    with files.updated_folder(folder) as staging:
+        (staging / "calibration.json").write_text("{}")
+    assert (folder / "images").is_symlink() and os.readlink(folder / "images") == str(shared)
+    assert (folder / "sub" / "inner").is_symlink()
+    assert sorted(p.name for p in folder.iterdir()) == ["calibration.json", "images", "model.toml", "sub"]
