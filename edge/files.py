@@ -164,7 +164,12 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
         if replace and final.exists():
             _replace_folder(staging, final)
         else:
-            os.rename(staging, final)
+            try:
+                os.rename(staging, final)
+            except OSError as e:  # two imports of one name at once: the first to finish keeps it
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                raise EdgeError(f"{final}: made by another run meanwhile; pass --force to replace it") from None
         fsync_path(final.parent)
     except BaseException as e:
         _name_target(e, final)

@@ -302,3 +302,13 @@ def test_an_update_keeps_symbolic_links_in_the_folder_as_links(tmp_path):
     assert (folder / "images").is_symlink() and os.readlink(folder / "images") == str(shared)
     assert (folder / "sub" / "inner").is_symlink()
     assert sorted(p.name for p in folder.iterdir()) == ["calibration.json", "images", "model.toml", "sub"]
+
+
+def test_a_folder_made_by_another_run_meanwhile_is_kept_and_named_in_one_line(tmp_path, capsys):
+    final = tmp_path / "engines" / "tiny"
+    with pytest.raises(files.EdgeError, match=f"^{final}: made by another run meanwhile; pass --force to replace it$"):
+        with files.staged_folder(final) as staging:
+            (staging / "model.toml").write_text("ours")
+            final.mkdir()  # the other `edge import` finished first
+            (final / "model.toml").write_text("theirs")
+    assert (final / "model.toml").read_text() == "theirs" and leftovers(tmp_path) == []
