@@ -312,3 +312,23 @@ def test_a_folder_made_by_another_run_meanwhile_is_kept_and_named_in_one_line(tm
             final.mkdir()  # the other `edge import` finished first
             (final / "model.toml").write_text("theirs")
     assert (final / "model.toml").read_text() == "theirs" and leftovers(tmp_path) == []
+
+
+def test_a_folder_reimported_while_calibrating_gets_no_calibration_of_the_old_model(repo, tmp_path, images,
+                                                                                    monkeypatch, capsys,
+                                                                                    onnxruntime_calibrates):
+    calibrate = sys.modules["edge.precision.calibrate"]  # the module; the package's `calibrate` is the function
+    folder = old_folder("fp16", repo, tmp_path, images)
+    calibrate_into = calibrate._calibrate_into
+
+    def reimported_meanwhile(*args):
+        calibrate_into(*args)  # calibrated on the RGB card's preprocessing...
+        assert main(command("import", repo, tmp_path, images)) == 0  # ...then another run makes it BGR
+
+    monkeypatch.setattr(calibrate, "_calibrate_into", reimported_meanwhile)
+    capsys.readouterr()
+    assert main(command("calibrate", repo, tmp_path, images)) == 1
+    assert "model.toml or model.onnx was replaced while calibrating" in capsys.readouterr().err
+    reimported = state(folder)
+    assert reimported["color"] == "bgr" and reimported["calibration"] is None
+    assert "model.int8.onnx" not in reimported["files"] and leftovers(repo) == []
