@@ -82,3 +82,13 @@ def test_annotate_problems_are_one_line_and_nothing_is_written(case, setup, tmp_
     assert err.count("\n") == 1 and err.startswith("edge: error: ")
     assert sorted(tmp_path.rglob("*")) == before
     assert {path: path.read_bytes() for path in before if path.is_file()} == originals
+
+
+def test_annotate_writes_every_suffix_it_accepts(setup, tmp_path, capsys):
+    from edge.runtime.sources import IMAGE_SUFFIXES
+
+    repo, shots = setup
+    for suffix in sorted(IMAGE_SUFFIXES):
+        out = tmp_path / f"annotated{suffix}"
+        classify(["tiny", str(shots / "a.png"), "--repo", str(repo), "--annotate", str(out)], capsys)
+        assert cv2.imread(str(out)).shape == (48, 64, 3), suffix

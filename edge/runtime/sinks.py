@@ -216,6 +216,8 @@ def write_annotated(image: np.ndarray, lines: list[str], path: Path) -> None:
 
     drawn = image.copy()
     draw_text(drawn, lines)
+    if path.suffix.lower() == ".pgm":  # the one suffix edge reads that holds grey only
+        drawn = cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)
     ok, encoded = cv2.imencode(path.suffix, drawn)
     if not ok:
         raise EdgeError(f"{path}: OpenCV cannot encode {path.suffix} images")
