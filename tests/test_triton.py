@@ -384,3 +384,30 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_frame_of_a_file(tiny, re
     assert [r["frame"] for r in run_lines(output)][:400] == list(range(400))
     assert "sending again" in stderr and "Traceback" not in stderr
     assert remote["edge_remote_errors_total"] >= 1 and remote["edge_remote_round_trip_seconds_count"] >= 100
+
+
+@pytest.mark.shared
+def test_the_readme_model_through_triton_has_the_local_top_1_for_every_frame(shared, tmp_path):
+    """The issue's acceptance on EfficientNet-Lite0, imported as the README does: a video of ImageNet photographs,
+    the ensemble served by a real tritonserver, every frame's top-1 the local run's."""
+    import cv2
+
+    assert edge("import", str(shared / "models/efficientnet_lite0/model.onnx"), "--repo", str(tmp_path / "engines"),
+                "--resize", "shorter:256", "--color", "rgb", "--mean-values", "127,127,127", "--std", "128,128,128",
+                "--labels", str(shared / "data/synset_words.txt")).returncode == 0
+    folder = str(tmp_path / "engines/efficientnet_lite0")
+    assert edge("export", folder, "--triton", str(tmp_path / "repo"), "--serve-with", "python").returncode == 0
+    video = tmp_path / "photos.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
+    for image in sorted((shared / "data/imagenet-sample").glob("*.jpg"))[:40]:
+        writer.write(cv2.resize(cv2.imread(str(image)), (640, 480)))
+    writer.release()
+    local = edge("run", folder, "--input", str(video))
+    assert local.returncode == 0, local.stderr
+    with TritonServer(tmp_path / "repo", tmp_path / "server", ["efficientnet_lite0"]) as server:
+        remote = edge("run", folder, "--input", str(video), "--backend",
+                      f"triton+grpc://{server.grpc}/efficientnet_lite0")
+    assert remote.returncode == 0, remote.stderr
+    expected = [json.loads(line)["top"][0]["class_id"] for line in local.stdout.splitlines()]
+    assert len(expected) == 40
+    assert [json.loads(line)["top"][0]["class_id"] for line in remote.stdout.splitlines()] == expected
