@@ -24,8 +24,9 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from edge.evaluate import read_label_list
+from edge.folder import Card
 from edge.importer import PreprocessOptions, import_model
-from edge.model import Card, softmax
+from edge.model import softmax
 from edge.precision import calibrate, choose_images, exclude_calibration_images
 from edge.precision.calibrate import QUANTIZED_OPS, _quiet
 from edge.preprocess import load_image, preprocess

@@ -13,7 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS
 from .errors import EdgeError
+from .folder import PRECISIONS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -54,15 +56,19 @@ def _model_folder_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _precision_flag(parser: argparse.ArgumentParser) -> None:
-    from .model import PRECISION_FILES
+    first, *others = PRECISIONS.values()
+    made = " and ".join(f"`{p.made_by}`" for p in others)
+    parser.add_argument("--precision", default=first.name, choices=tuple(PRECISIONS),
+                        help=f"{first.name} (default), {_either(p.name for p in others)}: the variants {made} make")
 
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_FILES),
-                        help="fp32 (default), fp16 or int8: the variants `edge fp16` and `edge calibrate` make")
+
+def _either(names) -> str:
+    """fp16 or int8; fp16, int8 or mixed."""
+    *rest, last = names
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    from .backends import BACKENDS
-
     _model_folder_flags(parser)
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
                         help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`) or torch (CUDA)")
@@ -157,7 +163,8 @@ def add_eval(sub) -> None:
     p.add_argument("--list", required=True, type=Path, dest="label_list",
                    help="lines of `file class_id` (Caffe's val.txt)")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
-    p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
+    p.add_argument("--precision", default="fp32", help=f"one or more of {','.join(PRECISIONS)}; the first is the "
+                   "reference")
     p.add_argument("--limit", type=_positive, help="only the first N images")
     p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
                    "(1 is fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
@@ -179,7 +186,8 @@ def cmd_eval(args) -> int:
         raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not precisions:
-        raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of fp32,fp16,int8")
+        raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of "
+                        f"{','.join(PRECISIONS)}")
     models, workers = load_models(args.model, args.repo, args.backend, precisions)
     scores = evaluate(models, items, batch_size=args.batch, workers=workers)
     if args.json:
@@ -210,8 +218,8 @@ def cmd_fp16(args) -> int:
 
 
 def add_calibrate(sub) -> None:
-    from .precision.cache import DEFAULT_TENSORRT
     from .precision.calibrate import METHODS
+    from .tensorrt.calibration_cache import DEFAULT_TENSORRT
 
     p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
     _model_folder_flags(p)
@@ -246,8 +254,8 @@ def add_build(sub) -> None:
 
 
 def cmd_build(args) -> int:
-    from .backends.tensorrt import build_engine
     from .model import find_model_folder
+    from .tensorrt.build import build_engine
 
     folder = find_model_folder(args.model, args.repo)
     print(build_engine(folder, args.precision, args.dla, args.workspace, args.implicit))
@@ -276,7 +284,7 @@ def cmd_info(args) -> int:
 # --- run, service ------------------------------------------------------------------------------------------
 
 def add_run(sub) -> None:
-    from .runtime.service import RUN_OPTIONS
+    from .runtime.options import RUN_OPTIONS
 
     p = sub.add_parser("run", help="classify a camera, stream, video or image folder; JSON lines out",
                        description="Every option is also a key of the --config TOML file ('-' written '_'; "
@@ -295,7 +303,8 @@ def add_run(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runtime.service import RUN_OPTIONS, run
+    from .runtime.options import RUN_OPTIONS
+    from .runtime.service import run
 
     return run(args.config, {option.key: getattr(args, option.key) for option in RUN_OPTIONS})
 
@@ -309,9 +318,9 @@ def add_service(sub) -> None:
 
 
 def cmd_service(args) -> int:
-    from .runtime import service
+    from .runtime import systemd
 
-    actions = {"install": service.install, "uninstall": service.uninstall, "status": service.status}
+    actions = {"install": systemd.install, "uninstall": systemd.uninstall, "status": systemd.status}
     return actions[args.action](args.dry_run)
 
 

@@ -19,7 +19,7 @@ import tomli_w
 from . import __version__
 from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
-from .model import CARD, LABELS, MEAN_IMAGE, Card, read_labels, repo_folder
+from .folder import CARD, FP32, LABELS, MEAN_IMAGE, Card, load_onnx, read_labels, repo_folder
 from .preprocess import Preprocess
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -44,20 +44,6 @@ class PreprocessOptions:
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
     """Static sizes, None where a dimension is symbolic or unknown."""
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-
-
-def load_onnx(path: Path) -> onnx.ModelProto:
-    try:
-        model = onnx.load(str(path))
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except OSError as e:  # a folder, no permission: the bytes were never read
-        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
-    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
-        raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
-    if not model.graph.node:
-        raise EdgeError(f"{path}: not an ONNX model (no graph nodes)")
-    return model
 
 
 def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
@@ -200,7 +186,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     if folder.exists() and not force:
         raise EdgeError(f"{folder}: already exists; pass --force to replace it")
     with staged_folder(folder, replace=force) as staging:
-        onnx.save(model, str(staging / "model.onnx"))
+        onnx.save(model, str(staging / FP32.onnx))
         (staging / CARD).write_text(tomli_w.dumps(card.to_toml()), encoding="utf-8")
         if label_lines is not None:
             shutil.copyfile(labels, staging / LABELS)

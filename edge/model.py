@@ -1,4 +1,4 @@
-"""The model folder (engines/<name>/) and its card, model.toml, and the Model that classifies with them.
+"""The Model: a model folder (edge/folder.py) loaded on one backend, classifying frames.
 
     model = Model.load("engines/efficientnet_lite0")
     for p in model.classify(load_image("cat.jpg")):
@@ -8,119 +8,14 @@
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeError
-from .files import read_text_lines, read_toml
+from .backends import load_backend
+from .folder import Card, find_model_folder, precision_named, read_labels
 from .preprocess import Preprocess, oversample, preprocess
-
-CARD = "model.toml"
-LABELS = "labels.txt"
-MEAN_IMAGE = "mean.npy"
-PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-DEFAULT_REPO = "engines"
-
-
-def repo_folder(repo: str | os.PathLike | None = None) -> Path:
-    """The model repository: --repo, else $EDGE_REPO, else ./engines."""
-    return Path(repo or os.environ.get("EDGE_REPO") or DEFAULT_REPO)
-
-
-def find_model_folder(model: str | os.PathLike, repo: str | os.PathLike | None = None) -> Path:
-    """MODEL is a model folder, or the name of one inside the repository."""
-    for folder in (Path(model), repo_folder(repo) / model):
-        if (folder / CARD).is_file():
-            return folder
-    raise EdgeError(f"{model}: not a model folder (no {CARD}), nor a model in {repo_folder(repo)}/")
-
-
-@dataclass
-class Card:
-    """What model.toml records: enough to feed the graph and read its output without opening it."""
-
-    name: str
-    input_name: str
-    input_shape: tuple[int, ...]  # without the batch axis, in the model's layout
-    batch: int  # fixed batch size, or 0 when the graph takes any
-    output_name: str
-    classes: int
-    probabilities: bool  # the output is already softmaxed
-    preprocess: Preprocess
-    labels: str | None = LABELS
-    source: dict = field(default_factory=dict)
-
-    def to_toml(self) -> dict:
-        spec = self.preprocess
-        pre = {"resize": spec.resize, "color": spec.color, "layout": spec.layout, "mean": list(spec.mean)}
-        if spec.resize_size:
-            pre["resize_size"] = spec.resize_size
-        if spec.mean_image is not None:
-            pre["mean_image"] = MEAN_IMAGE
-        if spec.std is not None:
-            pre["std"] = list(spec.std)
-        else:
-            pre["scale"] = spec.scale
-        card = {
-            "name": self.name,
-            "input": {"name": self.input_name, "shape": list(self.input_shape), "batch": self.batch,
-                      "layout": spec.layout, "dtype": "float32"},
-            "output": {"name": self.output_name, "classes": self.classes, "probabilities": self.probabilities},
-            "preprocess": pre,
-            "source": self.source,
-        }
-        if self.labels:
-            card["labels"] = {"file": self.labels}
-        return card
-
-    @classmethod
-    def read(cls, folder: Path) -> Card:
-        path = folder / CARD
-        data = read_toml(path)
-        try:
-            inp, out, pre = data["input"], data["output"], data["preprocess"]
-            shape = tuple(int(d) for d in inp["shape"])
-            if len(shape) != 3:
-                raise ValueError(f"input.shape {list(shape)}: expected 3 sizes (the batch axis left out)")
-            layout = pre["layout"]
-            size = shape[1:3] if layout == "nchw" else shape[0:2]
-            mean_image = np.load(folder / pre["mean_image"]) if "mean_image" in pre else None
-            spec = Preprocess(
-                size=(int(size[0]), int(size[1])), resize=pre["resize"], resize_size=pre.get("resize_size"),
-                color=pre["color"], mean=tuple(float(v) for v in pre["mean"]), mean_image=mean_image,
-                scale=float(pre.get("scale", 1.0)),
-                std=tuple(float(v) for v in pre["std"]) if "std" in pre else None, layout=layout,
-            )
-            return cls(
-                name=data["name"], input_name=inp["name"], input_shape=shape, batch=int(inp["batch"]),
-                output_name=out["name"], classes=int(out["classes"]), probabilities=bool(out["probabilities"]),
-                preprocess=spec, labels=data.get("labels", {}).get("file"), source=data.get("source", {}),
-            )
-        except FileNotFoundError as e:
-            raise EdgeError(f"{e.filename}: no such file") from None
-        except OSError as e:
-            raise EdgeError(f"{e.filename or path}: cannot read: {e.strerror or e}") from None
-        except EdgeError as e:  # a preprocessing entry Preprocess refuses
-            raise EdgeError(f"{path}: {e}") from None
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise EdgeError(f"{path}: bad or missing entry {e}") from None
-
-
-_SYNSET_ID = re.compile(r"^n\d{8}\s+")
-
-
-def read_labels(path: Path) -> list[str]:
-    """One label a line; a leading WordNet id (Caffe's synset_words.txt) is dropped, as jetson-inference does."""
-    lines = read_text_lines(path)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():  # dropping it would shift every later label onto the wrong class
-            raise EdgeError(f"{path}: line {number} is blank; every class needs a label, one a line")
-    return [_SYNSET_ID.sub("", line.strip()) for line in lines]
 
 
 @dataclass(frozen=True)
@@ -151,12 +46,9 @@ class Model:
     @classmethod
     def load(cls, model: str | os.PathLike, repo: str | os.PathLike | None = None,
              backend: str = "onnxruntime", precision: str = "fp32", runs: int = 1) -> Model:
-        from .backends import load_backend
-
         folder = find_model_folder(model, repo)
         card = Card.read(folder)
-        if precision not in PRECISION_FILES:
-            raise EdgeError(f"precision must be one of {', '.join(PRECISION_FILES)}, not {precision!r}")
+        precision_named(precision)  # refused before the backend is
         return cls(folder, card, load_backend(backend, folder, card, precision, runs))
 
     @property

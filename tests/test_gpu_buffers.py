@@ -54,19 +54,23 @@ def test_without_pycuda_the_gpu_path_says_why():
         GpuContext()
 
 
-def test_device_engine_adapts_the_tensorrt_backend_and_refuses_host_backends():
-    """The adapter's bookkeeping (no GPU): which pointer goes to which tensor, and when the batch is set."""
+def test_the_tensorrt_runner_offers_the_device_interface_and_host_backends_do_not():
+    """The TensorRT runner's run_device bookkeeping (no GPU): which pointer goes to which tensor, and when the batch
+    is set; device_engine takes it (as the torch backend) and leaves a host backend to the CPU path."""
     from types import SimpleNamespace
 
-    from edge.backends.tensorrt import IOTensor
-    from edge.gpu.pipeline import TensorRTEngine, device_engine
+    from edge.gpu.pipeline import device_engine
+    from edge.tensorrt.runner import IOTensor, TensorRTBackend
 
     calls = []
 
-    class Engine:  # the surface of edge.backends.tensorrt.TensorRTBackend that the adapter uses
+    class Engine(TensorRTBackend):  # the runner without TensorRT: set_batch and execute stood in for
         input_name, output_name = "image", "prob"
         tensors = [IOTensor("image", (-1, 3, 8, 8), np.dtype(np.float16), "input"),
                    IOTensor("prob", (-1, 5), np.dtype(np.float32), "output")]
+
+        def __init__(self):
+            self.scratch = {}
 
         def set_batch(self, n):
             calls.append(("set_batch", n))
@@ -76,7 +80,7 @@ def test_device_engine_adapts_the_tensorrt_backend_and_refuses_host_backends():
             calls.append(("execute", addresses, stream_handle))
 
     engine = device_engine(Engine())
-    assert isinstance(engine, TensorRTEngine) and engine.input_dtype == np.float16
+    assert isinstance(engine, TensorRTBackend) and engine.input_dtype == np.float16
     assert engine.output_shape(4) == (4, 5)
     stream = SimpleNamespace(handle=77)
     engine.run_device(0x10, 0x20, 2, stream)
@@ -88,7 +92,7 @@ def test_device_engine_adapts_the_tensorrt_backend_and_refuses_host_backends():
     with pytest.raises(EdgeError, match="reads a float32 output"):
         device_engine(Engine())
     assert device_engine(SimpleNamespace(run=lambda batch: batch)) is None  # a host backend (ONNX Runtime)
-    torch_like = SimpleNamespace(run_device=lambda *args: None)
+    torch_like = SimpleNamespace(run_device=lambda *args: None, input_dtype=np.dtype(np.float32))
     assert device_engine(torch_like) is torch_like
 
 
@@ -107,15 +111,14 @@ def test_prepared_call_format_has_each_kernel_parameters_c_type():
     assert expected == ARGUMENT_FORMAT
 
 
-def test_tensorrt_adapter_sets_the_batch_again_after_output_shape_changed_it():
+def test_tensorrt_runner_sets_the_batch_again_after_output_shape_changed_it():
     """output_shape(n) goes through set_batch(n), which sets the execution context's input shape: a run of the
     batch the adapter last ran must set its batch again, or the engine runs n frames into buffers sized for fewer."""
-    from edge.backends.tensorrt import IOTensor
-    from edge.gpu.pipeline import TensorRTEngine
+    from edge.tensorrt.runner import IOTensor, TensorRTBackend
 
     context_batch = []
 
-    class Engine:
+    class Engine(TensorRTBackend):  # the runner without TensorRT: set_batch and execute stood in for
         input_name, output_name = "image", "prob"
         tensors = [IOTensor("image", (-1, 3, 8, 8), np.dtype(np.float32), "input"),
                    IOTensor("prob", (-1, 5), np.dtype(np.float32), "output")]
@@ -124,10 +127,13 @@ def test_tensorrt_adapter_sets_the_batch_again_after_output_shape_changed_it():
             context_batch.append(n)
             return {"image": (n, 3, 8, 8), "prob": (n, 5)}
 
+        def __init__(self):
+            self.scratch = {}
+
         def execute(self, addresses, stream_handle):
             assert context_batch[-1] == batch, f"the engine runs a batch of {context_batch[-1]}, not {batch}"
 
-    engine = TensorRTEngine(Engine())
+    engine = Engine()
     stream = SimpleNamespace(handle=77)
     batch = 2
     engine.run_device(0x10, 0x20, batch, stream)

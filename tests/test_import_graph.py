@@ -136,7 +136,6 @@ def test_every_module_imports_in_a_fresh_interpreter():
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="main has a cycle of 12 modules; the restructuring removes it")
 def test_no_import_cycle():
     graph, _ = import_graph()
     assert cycles(graph) == []

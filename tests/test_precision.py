@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
-from edge.precision.cache import (
+from edge.precision.calibrate import check_int8_graph
+from edge.tensorrt.calibration_cache import (
     cache_header,
     format_cache,
     hex_to_scale,
@@ -25,7 +26,6 @@ from edge.precision.cache import (
     scale_to_hex,
     tensorrt_version_number,
 )
-from edge.precision.calibrate import check_int8_graph
 
 CLASSES = 5
 
@@ -97,7 +97,7 @@ def run(path: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def batch_of(folder: Path, images: list[Path]) -> np.ndarray:
-    from edge.model import Card
+    from edge.folder import Card
     from edge.preprocess import load_image, preprocess
 
     spec = Card.read(folder).preprocess
@@ -388,7 +388,8 @@ def test_fp16_keeps_nodes_typed_by_their_attribute_in_float32(tmp_path):
 def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_path):
     import json
 
-    from edge.precision.images import CALIBRATION_JSON, exclude_calibration_images
+    from edge.folder import CALIBRATION_JSON
+    from edge.precision.images import exclude_calibration_images
 
     image = tmp_path / "a.png"
     image.write_bytes(b"not really a png")
@@ -402,8 +403,8 @@ def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_p
 def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_opset(tmp_path, onnxruntime_calibrates):
     """TensorRT's implicit INT8 build parses model.onnx and looks the cache's names up in it."""
     from edge.importer import import_model
-    from edge.precision.cache import read_cache
     from edge.precision.calibrate import calibrate
+    from edge.tensorrt.calibration_cache import read_cache
 
     from tiny_models import tiny_classifier
 

@@ -13,8 +13,8 @@ from edge.evaluate import evaluate, read_label_list
 from edge.importer import PreprocessOptions, import_model
 from edge.model import Model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
-from edge.precision.cache import read_cache
 from edge.precision.calibrate import check_int8_graph
+from edge.tensorrt.calibration_cache import read_cache
 
 
 def test_efficientnet_lite0_fp16_and_int8_on_real_images(shared, tmp_path, onnxruntime_calibrates):

@@ -14,8 +14,9 @@ import pytest
 
 from edge.errors import EdgeError
 from edge.model import Model
+from edge.runtime.executors import CpuExecutor
 from edge.runtime.http import Metrics, parse_address
-from edge.runtime.loop import STAGES, CpuExecutor, FrameQueue, Loop
+from edge.runtime.loop import STAGES, FrameQueue, Loop
 from edge.runtime.sinks import Results, load_groups, open_sink
 from edge.runtime.sources import Frame, Source, SourceError, open_source, opencv_has_gstreamer
 

@@ -119,7 +119,7 @@ def test_http_request_errors_are_not_tracebacks_in_the_journal(capfd):
 def test_the_unit_leaves_every_device_reachable():
     """ProtectClock=yes implies DeviceAllow=char-rtc r (systemd.exec(5)), and DevicePolicy=auto allows every device
     only while no DeviceAllow= is present (systemd.resource-control(5)): it would shut out the GPU and cameras."""
-    from edge.runtime.service import render_unit
+    from edge.runtime.systemd import render_unit
 
     settings = {line.split("=", 1)[0] for line in render_unit("/usr/local/bin/edge", []).splitlines()
                 if "=" in line and not line.startswith("#")}
@@ -131,7 +131,7 @@ def test_after_a_reload_the_watchdog_is_fed_before_the_new_loops_first_frame():
     not starve it (docs/service.md: "a source that is merely down does not stop them")."""
     import time
 
-    from edge.runtime.service import Watchdog
+    from edge.runtime.systemd import Watchdog
 
     for started, expected in ((False, []), (True, ["WATCHDOG=1"])):
         sent = []

@@ -16,16 +16,8 @@ import pytest
 
 from edge.errors import EdgeError
 from edge.runtime.loop import CAPTURE_STALL_S, LoopStats
-from edge.runtime.service import (
-    RUN_OPTIONS,
-    Notifier,
-    Watchdog,
-    read_config,
-    render_config,
-    render_unit,
-    resolve_options,
-    watchdog_interval,
-)
+from edge.runtime.options import RUN_OPTIONS, read_config, render_config, resolve_options
+from edge.runtime.systemd import Notifier, Watchdog, render_unit, watchdog_interval
 
 from runtime_support import tiny_model_folder
 
@@ -205,17 +197,17 @@ def test_systemd_analyze_verify_accepts_the_dry_run_unit(tmp_path):
 
 
 def test_install_needs_root_or_dry_run(monkeypatch):
-    from edge.runtime import service
+    from edge.runtime import systemd
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(EdgeError, match="must run as root"):
-        service.install(dry_run=False)
+        systemd.install(dry_run=False)
 
 
 def test_dry_run_lists_the_steps_in_the_order_install_takes_them(capsys):
-    from edge.runtime import service
+    from edge.runtime import systemd
 
-    assert service.install(dry_run=True) == 0
+    assert systemd.install(dry_run=True) == 0
     steps = capsys.readouterr().err.splitlines()
     assert steps[-3].startswith("would write: /etc/systemd/system/edge.service")
     assert steps[-2:] == ["would run: systemctl daemon-reload", "would run: systemctl enable edge.service"]
@@ -231,15 +223,14 @@ def test_edge_run_takes_the_cpu_path_on_onnxruntime_and_on_a_host_only_backend(t
 
     from edge import Model
     from edge.backends import parallel_runs
-    from edge.runtime.loop import CpuExecutor
-    from edge.runtime.service import make_executor
+    from edge.runtime.executors import CpuExecutor, make_executor
 
     model = Model.load(tiny_model_folder(tmp_path))
     with contextlib.ExitStack() as scope:
-        executor = make_executor(model, "onnxruntime", parallel_runs("onnxruntime"), scope)
+        executor = make_executor(model, parallel_runs("onnxruntime"), scope)
         assert type(executor) is CpuExecutor and executor.workers == parallel_runs("onnxruntime")
         # A backend that cannot run from device memory keeps the CPU path, one run at a time, and no CUDA context.
-        executor = make_executor(model, "tensorrt", 1, scope)
+        executor = make_executor(model, 1, scope)
         assert type(executor) is CpuExecutor and executor.workers == 1
     assert "pycuda" not in sys.modules
 

@@ -13,11 +13,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge import EdgeError
-from edge.backends.tensorrt import CALIBRATION_CACHE, TensorRTBackend, build_engine, read_calibration_cache
-from edge.engine import Target, read_sidecar, timing_cache_path
+from edge.folder import CALIBRATION_CACHE, Card
 from edge.importer import import_model
-from edge.model import Card
-from edge.precision.cache import format_cache
+from edge.tensorrt.build import Target, build_engine, read_sidecar, timing_cache_path
+from edge.tensorrt.calibration_cache import format_cache, read_calibration_cache
+from edge.tensorrt.runner import TensorRTBackend
 
 from tiny_models import tiny_classifier
 

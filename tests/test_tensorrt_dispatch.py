@@ -14,22 +14,13 @@ from pathlib import Path
 import pytest
 
 from edge import EdgeError, Model
-from edge.backends.tensorrt import (
-    CALIBRATION_CACHE,
-    DYNAMIC_BATCH_PROFILE,
-    build_engine,
-    build_path,
-    build_spec,
-    cache_calibrator,
-    read_calibration_cache,
-    runtime_api,
-    tensorrt_summary,
-    uses_bindings,
-)
 from edge.cli import main
-from edge.engine import IMPLICIT, STRONGLY_TYPED
+from edge.folder import CALIBRATION_CACHE, Card
 from edge.importer import import_model
-from edge.model import Card
+from edge.tensorrt.build import DYNAMIC_BATCH_PROFILE, build_engine, build_spec
+from edge.tensorrt.calibration_cache import cache_calibrator, read_calibration_cache
+from edge.tensorrt.runner import runtime_api
+from edge.tensorrt.version import IMPLICIT, STRONGLY_TYPED, build_path, tensorrt_summary, uses_bindings
 
 from tiny_models import tiny_classifier
 
@@ -218,7 +209,7 @@ def test_build_without_tensorrt_says_so_and_writes_nothing(folder, monkeypatch, 
 def test_build_in_a_folder_it_cannot_write_stops_before_building(folder, monkeypatch):
     # jetson-inference rebuilt for minutes and then could not save (#1644, #1031). os.access is stood in for
     # because the tests may run as root, who may write anywhere.
-    import edge.backends.tensorrt as tensorrt_backend
+    import edge.tensorrt.build as tensorrt_backend
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
     monkeypatch.setitem(sys.modules, "polygraphy", types.SimpleNamespace())  # a build would fail on this stand-in

@@ -13,9 +13,7 @@ import sys
 
 import pytest
 
-from edge.engine import (
-    IMPLICIT,
-    STRONGLY_TYPED,
+from edge.tensorrt.build import (
     BuildSpec,
     Target,
     engine_path,
@@ -28,6 +26,7 @@ from edge.engine import (
     timing_cache_path,
     why_stale,
 )
+from edge.tensorrt.version import IMPLICIT, STRONGLY_TYPED
 
 ORIN = Target("10.3.0", "Orin", "8.7")
 STRONG_FP16 = BuildSpec("fp16", STRONGLY_TYPED, "model.fp16.onnx", None, None, None, (1, 1, 16))
@@ -179,7 +178,7 @@ def test_failed_replacement_leaves_the_previous_engine_usable(tmp_path, monkeypa
 KILLED_WRITER = """
 import hashlib, os, sys, time
 from pathlib import Path
-from edge.engine import BuildSpec, Target, engine_path, install_engine, make_sidecar, source_hashes
+from edge.tensorrt.build import BuildSpec, Target, engine_path, install_engine, make_sidecar, source_hashes
 folder = Path(sys.argv[1])
 spec = BuildSpec("fp16", "strongly-typed", "model.fp16.onnx", None, None, None, (1, 1, 16))
 target = Target("10.3.0", "Orin", "8.7")

@@ -33,14 +33,11 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import EdgeError, first_line
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
-from ..importer import load_onnx
-from ..model import CARD, PRECISION_FILES, Card
+from ..folder import CALIBRATION_CACHE, CALIBRATION_JSON, CARD, FP32, PRECISIONS, Card, load_onnx
 from ..preprocess import load_image, preprocess
-from .cache import DEFAULT_TENSORRT, cache_header, format_cache
-from .images import CALIBRATION_JSON
+from ..tensorrt.calibration_cache import DEFAULT_TENSORRT, cache_header, format_cache
 
 METHODS = ("percentile", "entropy", "minmax")  # the first is the default: docs/precision.md
-CALIBRATION_CACHE = "calibration.cache"
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 INT8_MAX = 127  # symmetric int8: [-127, 127], scale = amax / 127
 
@@ -74,7 +71,7 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     if reason := calibration_unsupported():
         raise EdgeError(reason)
     card = Card.read(folder)
-    source = folder / PRECISION_FILES["fp32"]
+    source = folder / FP32.onnx
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edge-calibrate.") as tmp:
         fp32 = Path(tmp) / "model.onnx"
@@ -113,7 +110,7 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     }
     atomic_write_text(folder / CALIBRATION_CACHE, format_cache(scales, tensorrt_version))
     atomic_write_text(folder / CALIBRATION_JSON, json.dumps(record, indent=1) + "\n")
-    target = folder / PRECISION_FILES["int8"]
+    target = folder / PRECISIONS["int8"].onnx
     atomic_write_bytes(target, int8_bytes)
     return target
 
