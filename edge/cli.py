@@ -3,6 +3,10 @@
 Each verb is one `cmd_<verb>(args)` function and one `add_<verb>(subparsers)` that declares its flags.
 Errors the user can fix arrive as EdgeError, or as an OSError naming a path (permissions, a full disk), and are
 printed on one line, with exit status 1.
+
+Some verbs import their library when they run, so the others start faster: those that read or write ONNX
+graphs (import, eval, fp16, calibrate, info) for onnx, which `edge run`, `edge build` and `edge --help` never
+need; run and profile for the loop and http.server (0.1 to 0.2 s here, more on a Jetson).
 """
 
 from __future__ import annotations
@@ -13,9 +17,17 @@ import os
 import sys
 from pathlib import Path
 
+import edge
+
 from .backends import BACKENDS
 from .errors import EdgeError
-from .folder import PRECISIONS
+from .folder import PRECISIONS, Card, find_model_folder
+from .model import Model
+from .preprocess import load_image
+from .runtime import systemd
+from .runtime.options import RUN_OPTIONS
+from .tensorrt.build import build_engine
+from .tensorrt.calibration_cache import DEFAULT_TENSORRT
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -103,8 +115,7 @@ def add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from .importer import PreprocessOptions, import_model
-    from .model import Card
+    from .importer import PreprocessOptions, import_model  # onnx: see the module's docstring
 
     resize, resize_size = args.resize or (None, None)
     options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
@@ -135,9 +146,6 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from .model import Model
-    from .preprocess import load_image
-
     model = Model.load(args.model, args.repo, args.backend, args.precision)
     images = [load_image(path) for path in args.images]  # every file is checked before any inference
     if args.oversample:
@@ -172,8 +180,8 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
+    # onnx: see the module's docstring
     from .evaluate import evaluate, load_models, read_label_list
-    from .model import find_model_folder
     from .precision.images import exclude_calibration_images
 
     listed = read_label_list(args.label_list, args.root)
@@ -210,16 +218,14 @@ def add_fp16(sub) -> None:
 
 
 def cmd_fp16(args) -> int:
-    from .model import find_model_folder
-    from .precision.fp16 import make_fp16
+    from .precision.fp16 import make_fp16  # onnx: see the module's docstring
 
     print(make_fp16(find_model_folder(args.model, args.repo)))
     return 0
 
 
 def add_calibrate(sub) -> None:
-    from .precision.calibrate import METHODS
-    from .tensorrt.calibration_cache import DEFAULT_TENSORRT
+    from .precision.calibrate import METHODS  # onnx: see the module's docstring
 
     p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
     _model_folder_flags(p)
@@ -232,7 +238,7 @@ def add_calibrate(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from .model import find_model_folder
+    # onnx: see the module's docstring
     from .precision.calibrate import calibrate
     from .precision.images import choose_images
 
@@ -254,9 +260,6 @@ def add_build(sub) -> None:
 
 
 def cmd_build(args) -> int:
-    from .model import find_model_folder
-    from .tensorrt.build import build_engine
-
     folder = find_model_folder(args.model, args.repo)
     print(build_engine(folder, args.precision, args.dla, args.workspace, args.implicit))
     return 0
@@ -270,7 +273,7 @@ def add_info(sub) -> None:
 
 
 def cmd_info(args) -> int:
-    from .info import report
+    from .info import report  # onnx: see the module's docstring
 
     facts = report()
     if args.json:
@@ -284,8 +287,6 @@ def cmd_info(args) -> int:
 # --- run, service ------------------------------------------------------------------------------------------
 
 def add_run(sub) -> None:
-    from .runtime.options import RUN_OPTIONS
-
     p = sub.add_parser("run", help="classify a camera, stream, video or image folder; JSON lines out",
                        description="Every option is also a key of the --config TOML file ('-' written '_'; "
                        "systemd/edge.toml documents them); a flag given here wins over the file.")
@@ -303,8 +304,7 @@ def add_run(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runtime.options import RUN_OPTIONS
-    from .runtime.service import run
+    from .runtime.service import run  # the loop and http.server: see the module's docstring
 
     return run(args.config, {option.key: getattr(args, option.key) for option in RUN_OPTIONS})
 
@@ -318,8 +318,6 @@ def add_service(sub) -> None:
 
 
 def cmd_service(args) -> int:
-    from .runtime import systemd
-
     actions = {"install": systemd.install, "uninstall": systemd.uninstall, "status": systemd.status}
     return actions[args.action](args.dry_run)
 
@@ -343,7 +341,7 @@ def add_profile(sub) -> None:
 
 
 def cmd_profile(args) -> int:
-    from .profiler import format_report, plot, profile
+    from .profiler import format_report, plot, profile  # the loop and http.server: see the module's docstring
 
     if args.plot and not args.plot.parent.is_dir():  # found out now, not after the whole run
         raise EdgeError(f"{args.plot}: no folder {args.plot.parent} to write the plot into")
@@ -370,9 +368,7 @@ VERBS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __doc__ as product
-
-    parser = argparse.ArgumentParser(prog="edge", description=product.strip())
+    parser = argparse.ArgumentParser(prog="edge", description=edge.__doc__.strip())
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)

@@ -133,6 +133,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     sources = [("model", src)]
     mean_image = None
     if src.suffix == ".prototxt":
+        # Caffe's schema is built when edge.caffe is first imported: only a Caffe import pays for it
         from .caffe import convert_caffe, read_mean_image
 
         if weights is None:

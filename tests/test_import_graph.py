@@ -73,7 +73,7 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom, m
         parts = name.split(".")
         for depth in range(1, len(parts)):
             package = ".".join(parts[:depth])
-            if not module.startswith(package + "."):
+            if not (module == package or module.startswith(package + ".")):
                 targets.add(package)
     return targets
 
@@ -141,10 +141,10 @@ def test_no_import_cycle():
     assert cycles(graph) == []
 
 
-@pytest.mark.xfail(strict=True, reason="main has 61 such imports without a reason given")
 def test_function_level_imports_of_edge_modules_say_why():
-    """An import of edge's own module inside a function hides a dependency; it needs a comment (on its line or the
-    one above) saying why it is not at the top, such as an optional heavy dependency (pycuda, tensorrt, torch)."""
+    """An import of edge's own module inside a function hides a dependency; it needs a comment saying why it is not
+    at the top, such as an optional heavy dependency (pycuda, tensorrt, torch): on its line, or on the line above
+    the run of import lines it belongs to."""
     _, imports = import_graph()
     files = module_files()
     unexplained = []
@@ -152,7 +152,10 @@ def test_function_level_imports_of_edge_modules_say_why():
         if not in_function:
             continue
         lines = files[module].read_text(encoding="utf-8").splitlines()
-        if "#" not in lines[line - 1] and not lines[line - 2].strip().startswith("#"):
+        above = line - 2
+        while above >= 0 and lines[above].strip().startswith(("from ", "import ", ")")):
+            above -= 1
+        if "#" not in lines[line - 1] and not lines[above].strip().startswith("#"):
             unexplained.append(f"{files[module].relative_to(PACKAGE.parent)}:{line} imports {target}")
     assert unexplained == []
 

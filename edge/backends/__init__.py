@@ -60,7 +60,7 @@ def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int 
             what = "missing" if variant == FP32 else f"no {precision} variant"
             raise EdgeError(f"{onnx_path}: {what}; {missing_file_hint(folder, variant.onnx)}")
         if name == "torch":  # PyTorch on CUDA: a GPU executor where TensorRT is absent (edge/backends/torch.py)
-            from .torch import TorchBackend
+            from .torch import TorchBackend  # torch and onnx2torch: optional, heavy
 
             return TorchBackend(onnx_path, card)
         from .onnxruntime import OnnxRuntimeBackend  # onnxruntime: a heavy import, chosen here
