@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import edge
 
 PACKAGE = Path(edge.__file__).parent
