@@ -28,7 +28,7 @@ Hooks for the profiler and the GPU path (they wrap this same loop rather than ru
   atomic).
 - Swappable preprocessing and compute: `Loop(..., executor=...)` takes any object with
   `preprocess(images: list[np.ndarray]) -> prepared` and `compute(prepared) -> np.ndarray` of (>= N, classes)
-  probabilities (rows beyond N, from padding a fixed batch, are ignored). CpuExecutor below is the reference;
+  probabilities (rows beyond N, from padding a fixed batch, are ignored). CpuExecutor (executors.py) is the reference;
   a GPU executor replaces both steps (upload + kernel, then engine) and may record finer stages itself
   (e.g. "h2d", "d2h") through the same recorders. Without a `workers` attribute above 1 both run on the calling
   thread, so a CUDA context made current there stays current. With `in_flight` > 1, `compute(prepared)` is called

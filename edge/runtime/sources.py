@@ -1,10 +1,10 @@
 """Sources turn an input URI into frames: uint8 HxWx3 BGR arrays, one at a time.
 
 The input schemes are one table, SCHEMES (at the end): each says how it is written, what it reads, whether it is
-live, and which function opens it. `edge run --help`, the error for an unknown scheme and the table in
-docs/service.md (and the README's list) are all made from it (schemes_help, schemes_table; a test keeps the
-documents equal to it). csi://N, gst://PIPELINE, v4l2:///dev/videoN, the network streams (rtsp://, http://, ...),
-file:// or a plain path (a video, an image, a folder, a glob) and test://, a generated pattern.
+live, and which function opens it. `edge run --help` (and so systemd/edge.toml), the error for an unknown scheme and
+the table in docs/service.md are all made from it (schemes_help, schemes_table; tests keep the files equal to it):
+csi://N, gst://PIPELINE, v4l2:///dev/videoN, the network streams (rtsp://, http://, ...), file:// or a plain path
+(a video, an image, a folder, a glob) and test://, a generated pattern.
 
 Live sources (cameras, streams, test://) produce frames at their own pace; the loop keeps only the latest.
 Files and folders are read as fast as the loop takes them and never drop a frame.
@@ -312,7 +312,7 @@ _BY_NAME = {name: scheme for scheme in SCHEMES for name in scheme.names}
 
 
 def schemes_help() -> str:
-    """The inputs, for --help and the README: each as it is written."""
+    """The inputs, for --help: each as it is written (in Markdown)."""
     written = [f"{s.written} ({s.short})" if s.short else s.written for s in SCHEMES]
     return ", ".join(written[:-1]) + ", or " + written[-1]
 

@@ -16,6 +16,7 @@ import ctypes
 import re
 
 from ..errors import EdgeError, first_line
+from ..folder import FP32, PRECISIONS
 
 STRONGLY_TYPED = "strongly-typed"  # precision comes from the ONNX graph's types (model.fp16.onnx, model.int8.onnx)
 IMPLICIT = "implicit"  # precision from FP16/INT8 builder flags; INT8 scales from calibration.cache
@@ -44,7 +45,8 @@ def build_path(version: str, implicit: bool = False) -> str:
     if major == 10:
         return IMPLICIT
     raise EdgeError(f"--implicit needs TensorRT 8.5 to 10.x: TensorRT {version} removed the FP16/INT8 builder flags "
-                    "and calibrators; build without --implicit (from model.fp16.onnx / model.int8.onnx)")
+                    "and calibrators; build without --implicit (from "
+                    f"{' / '.join(p.onnx for p in PRECISIONS.values() if p != FP32)})")
 
 
 def uses_bindings(version: str) -> bool:
@@ -104,7 +106,7 @@ def tensorrt_summary() -> str:
         path = build_path(version)
     except EdgeError as e:
         return f"no ({e})"
-    graphs = "strongly typed from model.onnx / model.fp16.onnx / model.int8.onnx"
+    graphs = f"strongly typed from {' / '.join(p.onnx for p in PRECISIONS.values())}"
     if path == IMPLICIT:
         how = "implicit precision: model.onnx with FP16/INT8 builder flags, INT8 scales from calibration.cache"
     elif check_supported(version) == 10:
