@@ -18,13 +18,7 @@ from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
 from edge.precision.calibrate import check_int8_graph
 from edge.tensorrt.calibration_cache import (
-    cache_header,
-    format_cache,
-    hex_to_scale,
-    parse_cache,
     read_cache,
-    scale_to_hex,
-    tensorrt_version_number,
 )
 
 CLASSES = 5
@@ -313,29 +307,10 @@ def test_evaluation_excludes_calibration_images_by_path_and_by_content(calibrate
 
 # --- the calibration cache format ---------------------------------------------------------------------------
 
-def test_cache_format_matches_tensorrt():
-    assert hex_to_scale("3c009976") == pytest.approx(0.997 / 127, rel=1e-3)  # the reference sheet's example
-    assert scale_to_hex(hex_to_scale("3c009976")) == "3c009976"
-    assert tensorrt_version_number("8.5.2") == 8502 and tensorrt_version_number("10.3.0") == 100300
-    text = format_cache({"input": 1 / 127, "conv:0": 0.5}, tensorrt_version="10.3.0")
-    assert text.splitlines()[0] == "TRT-100300-EntropyCalibration2"
-    cache = parse_cache(text)
-    assert cache.tensorrt_version == 100300 and cache.algorithm == "EntropyCalibration2"
-    assert cache.scales == {"input": np.float32(1 / 127), "conv:0": 0.5}
 
 
-@pytest.mark.parametrize("version", ["8.4.1", "9.0", "11.0.0"])
-def test_cache_is_stamped_only_for_a_tensorrt_that_reads_one(version):
-    with pytest.raises(EdgeError, match=f"TensorRT {version}: only TensorRT 8.5, 8.6 and 10.x read a calibration"):
-        cache_header(version)
-    assert cache_header("8.6.2") == "TRT-8602-EntropyCalibration2"
 
 
-@pytest.mark.parametrize("text", ["", "input: 3c009976\n", "TRT-8502-EntropyCalibration2\ninput 3c009976\n",
-                                  "TRT-8502-EntropyCalibration2\ninput: zz\n"])
-def test_cache_parse_errors(text):
-    with pytest.raises(EdgeError, match="calibration cache"):
-        parse_cache(text)
 
 
 def test_calibration_without_model_onnx_is_refused(tmp_path, onnxruntime_calibrates):
