@@ -21,9 +21,9 @@ import edge
 
 from .backends import BACKENDS
 from .errors import EdgeError
-from .folder import PRECISIONS, Card, find_model_folder
+from .folder import PRECISIONS, Card, find_model_folder, repo_folder
 from .model import Model
-from .preprocess import load_image
+from .preprocess import load_image_for
 from .runtime import systemd
 from .runtime.options import RUN_OPTIONS
 from .tensorrt.build import build_engine
@@ -115,14 +115,18 @@ def add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from .importer import PreprocessOptions, import_model  # onnx: see the module's docstring
+    # onnx: see the module's docstring
+    from .importer import PreprocessOptions, discarded_by_import, import_model, model_name
 
     resize, resize_size = args.resize or (None, None)
     options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
                                 layout=args.layout, mean_values=args.mean_values, mean_file=args.mean_file,
                                 scale=args.scale, std=args.std)
+    discarded = discarded_by_import(repo_folder(args.repo) / model_name(args.src, args.name)) if args.force else None
     folder = import_model(args.src, name=args.name, repo=args.repo, weights=args.weights, labels=args.labels,
                           options=options, force=args.force)
+    if discarded:  # said once the new folder is in place: until then the old one was kept whole
+        print(f"edge: {folder}: replaced; discarded {discarded}", file=sys.stderr)
     spec = Card.read(folder).preprocess
     if spec.mean_image is None and not any(spec.mean) and spec.std is None and spec.scale == 1.0:
         # Legal (some graphs normalise inside), but far more often a forgotten flag: the zoo's Caffe prototxts
@@ -139,7 +143,8 @@ def cmd_import(args) -> int:
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files OpenCV can decode")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG, PNG, BMP, TIFF, WebP or PNM files "
+                   "of up to $EDGE_MAX_IMAGE_PIXELS (default: 100 megapixels)")
     p.add_argument("--top", type=_positive, default=5, help="labels per image (default: 5)")
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
@@ -147,7 +152,8 @@ def add_classify(sub) -> None:
 
 def cmd_classify(args) -> int:
     model = Model.load(args.model, args.repo, args.backend, args.precision)
-    images = [load_image(path) for path in args.images]  # every file is checked before any inference
+    # every file is checked before any inference
+    images = [load_image_for(path, model.preprocess) for path in args.images]
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:

@@ -21,7 +21,7 @@ from .backends import parallel_runs
 from .errors import EdgeError
 from .files import read_text_lines
 from .model import Model
-from .preprocess import load_image, preprocess
+from .preprocess import load_image_for, preprocess
 
 
 def read_image_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int | None]]:
@@ -117,7 +117,7 @@ def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size
         batches[-1] = batches[-1] + [batches[-1][-1]] * (fixed - len(batches[-1]))  # pad, then drop the extra
 
     def run(batch: list[tuple[Path, int]]) -> list[np.ndarray]:
-        inputs = np.stack([preprocess(load_image(path), spec) for path, _ in batch])
+        inputs = np.stack([preprocess(load_image_for(path, spec), spec) for path, _ in batch])
         return [model.probabilities(inputs) for model in models.values()]
 
     scores = {name: Score() for name in models}

@@ -1,12 +1,23 @@
 """Crash-safe file writes: Jetsons lose power without warning, so every file is written under a
-temporary name in the same folder and renamed into place (rename is atomic on one filesystem)."""
+temporary name in the same folder, flushed to the disk (fsync), and renamed into place (rename is atomic on one
+filesystem); the folder is flushed after the rename, so the new name survives a power cut too.
+
+A model folder changes as one unit: it is built aside in a staging folder and swapped with the old one in one
+step (`staged_folder`, `updated_folder`). Every temporary name carries the PID of the run that made it,
+`.<name>.<pid>.<random>.tmp`, `.<name>.<pid>.<random>.staging` and `.<name>.<pid>.old`, so the next run on the
+same folder can tell a killed run's leftovers (`remove_stale`) from those of a run still going.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +33,9 @@ else:  # Python 3.10 (JetPack 6)
 # mkstemp and mkdtemp make private files; model folders must be readable by the service's own user.
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
+
+# atomic_write_* temporaries, staging folders and parked old folders, by the PID of the run that made them
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[a-z0-9_]+\.(?:tmp|staging)|(?P<old>old))")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -52,7 +66,7 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -60,6 +74,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -72,29 +87,139 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's bytes, or a folder's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for parent, _, names in os.walk(folder, topdown=False):
+        for name in names:
+            fsync_path(os.path.join(parent, name))
+        fsync_path(parent)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths in one step (Linux's renameat2 with RENAME_EXCHANGE, glibc 2.28+; Python's os has no
+    binding); OSError EINVAL or ENOSYS where the C library, kernel or filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not in this C library", str(a))
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Put `staging` in the place of the existing folder `final`; the old folder ends at `staging`, or deleted.
+
+    Where no exchange is possible, two renames: a kill between them leaves `final` missing and the old folder
+    parked as .<name>.<pid>.old, which the next run's `remove_stale` puts back.
+    """
+    try:
+        exchange(staging, final)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+    parked = final.with_name(f".{final.name}.{os.getpid()}.old")
+    os.rename(final, parked)
+    try:
+        os.rename(staging, final)
+    except BaseException:
+        os.rename(parked, final)
+        raise
+    shutil.rmtree(parked)
+
+
 @contextlib.contextmanager
 def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `final`; on success it becomes `final` in one rename.
+    """Yield an empty staging folder beside `final`; on success it becomes `final` in one step.
 
-    On any error the temporary folder is removed, so a half-written model folder never appears.
-    With `replace`, an existing `final` is moved aside first and deleted only after the new one is in place.
+    On any error the staging folder is removed, so a half-written model folder never appears. With `replace`, an
+    existing `final` stays whole until the new one is complete and flushed, and is then swapped out and deleted.
     """
-    final = Path(final)
+    final = Path(final).resolve()  # a symlinked model folder: staged, and swapped, where its files are
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    remove_stale(final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".staging", dir=final.parent))
     try:
         os.chmod(staging, FOLDER_MODE)
         yield staging
-        old = None
+        _fsync_tree(staging)
         if replace and final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-        os.rename(staging, final)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
+            _replace_folder(staging, final)
+        else:
+            os.rename(staging, final)
+        fsync_path(final.parent)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+
+@contextlib.contextmanager
+def updated_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder for new files of the existing `folder`; on success `folder` becomes, in one
+    step, those files plus every other file it had (hard-linked: nothing is copied where links work)."""
+    folder = Path(folder).resolve()
+    with staged_folder(folder, replace=True) as staging:
+        yield staging
+        kept = folder.stat()  # the folder keeps its permissions, and its owner where this user may give it
+        os.chmod(staging, stat.S_IMODE(kept.st_mode))
+        if os.geteuid() == 0:
+            os.chown(staging, kept.st_uid, kept.st_gid)
+        for entry in folder.iterdir():
+            if (staging / entry.name).exists() or _LEFTOVER.fullmatch(entry.name):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, staging / entry.name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(entry, staging / entry.name)
+
+
+def _link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links (FAT, exFAT)
+        shutil.copy2(source, target)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def remove_stale(final: str | os.PathLike) -> None:
+    """Clear what killed runs left beside the folder `final` and inside it: their staging folders and temporary
+    files are removed, and an old folder parked by a run killed mid-replacement is put back if `final` is
+    missing. Leftovers of a run still alive (by PID) are left alone."""
+    final = Path(final)
+    for place, name in ((final.parent, final.name), (final, None)):  # the parked folder first: it may be put back
+        if not place.is_dir():
+            continue
+        for entry in sorted(place.iterdir()):
+            match = _LEFTOVER.fullmatch(entry.name)
+            if match is None or (name is not None and match["name"] != name) or _alive(int(match["pid"])):
+                continue
+            if match["old"] and not final.exists():
+                os.rename(entry, final)
+                fsync_path(final.parent)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def read_toml(path: Path) -> dict:

@@ -19,8 +19,23 @@ import tomli_w
 from . import __version__
 from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
-from .folder import CARD, FP32, LABELS, MEAN_IMAGE, Card, load_onnx, read_labels, repo_folder
+from .folder import (
+    CALIBRATION_CACHE,
+    CALIBRATION_JSON,
+    CARD,
+    FP32,
+    LABELS,
+    MEAN_IMAGE,
+    PRECISIONS,
+    Card,
+    load_onnx,
+    read_labels,
+    repo_folder,
+    size_problems,
+    tensor_dims,
+)
 from .preprocess import Preprocess
+from .tensorrt.build import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity"}
@@ -41,11 +56,6 @@ class PreprocessOptions:
     std: tuple[float, ...] | None = None
 
 
-def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
-    """Static sizes, None where a dimension is symbolic or unknown."""
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-
-
 def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
     """The ONNX checker, then shape inference so every output has a shape we can read."""
     try:
@@ -58,15 +68,17 @@ def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
 def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -> tuple[str, list[int | None], str]:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
-    images = [i for i in inputs if len(_dims(i)) == 4]
+    images = [i for i in inputs if len(tensor_dims(i)) == 4]
     if len(images) != 1 or len(inputs) != 1:
-        names = ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
+        names = ", ".join(f"{i.name}{tensor_dims(i)}" for i in inputs)
         raise EdgeError(f"{source}: expected one image input of rank 4, found {len(images)} among inputs: {names}")
     image = images[0]
     if image.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise EdgeError(f"{source}: input {image.name} is "
                         f"{onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
-    dims = _dims(image)
+    dims = tensor_dims(image)
+    if any(d is not None and d < 1 for d in dims):
+        raise EdgeError(f"{source}: input {image.name} {dims}: a size below 1")
     if layout is None:
         layout = "nchw" if dims[1] in (1, 3) else "nhwc" if dims[3] in (1, 3) else None
     channels = None if layout is None else dims[1] if layout == "nchw" else dims[3]
@@ -80,13 +92,13 @@ def find_class_output(model: onnx.ModelProto, source: Path) -> tuple[str, int, b
     """The first output shaped (N, classes) or (N, classes, 1, 1), and whether a Softmax made it."""
     producers = {out: node for node in model.graph.node for out in node.output}
     for output in model.graph.output:
-        dims = _dims(output)
-        if len(dims) in (2, 4) and dims[1] and all(d == 1 for d in dims[2:]):
+        dims = tensor_dims(output)
+        if len(dims) in (2, 4) and dims[1] is not None and dims[1] >= 1 and all(d == 1 for d in dims[2:]):
             node = producers.get(output.name)
             while node is not None and node.op_type in _PASS_THROUGH:
                 node = producers.get(node.input[0])
             return output.name, dims[1], node is not None and node.op_type == "Softmax"
-    shapes = ", ".join(f"{o.name}{_dims(o)}" for o in model.graph.output)
+    shapes = ", ".join(f"{o.name}{tensor_dims(o)}" for o in model.graph.output)
     raise EdgeError(f"{source}: no output shaped (N, classes) with a static class count among: {shapes}")
 
 
@@ -111,6 +123,33 @@ def _card_preprocess(dims: list[int | None], layout: str, options: PreprocessOpt
         resize_size=options.resize_size, color=color, mean=tuple(mean), mean_image=mean_image,
         scale=scale, std=options.std, layout=layout,
     )
+
+
+def model_name(src: Path, name: str | None) -> str:
+    """--name, else what SRC is called: deploy.prototxt and model.onnx say nothing, the zoo's folder name does."""
+    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
+    if not _NAME.match(name):
+        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    return name
+
+
+def discarded_by_import(folder: Path) -> str | None:
+    """What `edge import --force` discards from an existing model folder, in words; None when nothing."""
+    kinds = {"precision variants": [], "calibration": [], "engines": [], "other files": []}
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        name = path.name
+        if name in (CARD, LABELS, MEAN_IMAGE, FP32.onnx) or name.startswith("."):
+            continue
+        if name in (p.onnx for p in PRECISIONS.values()):
+            kinds["precision variants"].append(name)
+        elif name in (CALIBRATION_CACHE, CALIBRATION_JSON):
+            kinds["calibration"].append(name)
+        elif name.endswith(ENGINE_SUFFIX):
+            kinds["engines"].append(name)
+        elif not (path.with_suffix(ENGINE_SUFFIX).is_file() or name.endswith(TIMING_CACHE_SUFFIX)):
+            kinds["other files"].append(name)  # an engine's sidecar and the timing caches go with the engines
+    said = [f"{kind} ({', '.join(names)})" for kind, names in kinds.items() if names]
+    return "; ".join(said) or None
 
 
 def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str | os.PathLike | None = None,
@@ -154,13 +193,12 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
             raise EdgeError(f"{src}: --weights and --mean are for Caffe models (a .prototxt)")
         model = load_onnx(src)
         defaults = {"color": "rgb", "resize": "shorter"}
-    # deploy.prototxt and model.onnx say nothing: the zoo's folder name does.
-    name = name or (src.resolve().parent.name if src.stem in ("deploy", "model") else src.stem)
-    if not _NAME.match(name):
-        raise EdgeError(f"{name!r}: a model name is letters, digits, '_', '.' and '-'")
+    name = model_name(src, name)
     model = check_onnx(model, src)
     input_name, dims, layout = find_image_input(model, options.layout, src)
     output_name, classes, probabilities = find_class_output(model, src)
+    if problems := size_problems(dims[0] or 0, dims[1:], classes):
+        raise EdgeError(f"{src}: {'; '.join(problems)}")
     spec = _card_preprocess(dims, layout, options, defaults, mean_image, src)
 
     label_lines = None

@@ -25,10 +25,12 @@ import cv2
 import numpy as np
 
 from .errors import EdgeError
+from .imagefile import load_image, max_image_pixels
 
 RESIZE_MODES = ("stretch", "shorter")
 COLORS = ("bgr", "rgb", "gray")
 LAYOUTS = ("nchw", "nhwc")
+MAX_SIDE = 4096  # an input side; a model's float32 input is then at most 200 MB per image
 
 
 @dataclass(frozen=True)
@@ -44,23 +46,40 @@ class Preprocess:
     layout: str = "nchw"
 
     def __post_init__(self) -> None:
+        if problems := self.problems():
+            raise EdgeError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every way this spec cannot preprocess a frame, one line each."""
+        problems = []
         if self.resize not in RESIZE_MODES:
-            raise EdgeError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
+            problems.append(f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
         if self.color not in COLORS:
-            raise EdgeError(f"color must be one of {', '.join(COLORS)}, not {self.color!r}")
+            problems.append(f"color must be one of {', '.join(COLORS)}, not {self.color!r}")
         if self.layout not in LAYOUTS:
-            raise EdgeError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+            problems.append(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if not all(1 <= side <= MAX_SIDE for side in self.size):
+            problems.append(f"input size {self.size}: each side must be 1 to {MAX_SIDE}")
         if len(self.mean) != self.channels:
-            raise EdgeError(f"mean has {len(self.mean)} values; the model has {self.channels} channels")
+            problems.append(f"mean has {len(self.mean)} values; the model has {self.channels} channels")
         if self.std is not None and len(self.std) != self.channels:
-            raise EdgeError(f"std has {len(self.std)} values; the model has {self.channels} channels")
+            problems.append(f"std has {len(self.std)} values; the model has {self.channels} channels")
         if self.std is not None and 0 in self.std:  # dividing by it would feed the model inf and NaN
-            raise EdgeError(f"std {','.join(f'{s:g}' for s in self.std)}: a divisor of 0")
-        if self.mean_image is not None and self.mean_image.shape[0] != self.channels:
-            raise EdgeError(f"mean image has {self.mean_image.shape[0]} channels; the model has {self.channels}")
+            problems.append(f"std {','.join(f'{s:g}' for s in self.std)}: a divisor of 0")
+        for name, values in (("mean", self.mean), ("std", self.std or ()), ("scale", (self.scale,))):
+            if not np.isfinite(values).all():  # the model would print NaN probabilities for every frame
+                problems.append(f"{name} {','.join(f'{v:g}' for v in values)}: not a finite number")
+        if self.mean_image is not None:
+            if self.mean_image.ndim != 3 or self.mean_image.shape[0] != self.channels:
+                problems.append(f"mean image is shaped {self.mean_image.shape}; expected ({self.channels}, H, W)")
+            elif not np.isfinite(self.mean_image).all():
+                problems.append("mean image holds values that are not finite numbers")
         smallest = max(self.size) if self.resize == "stretch" else min(self.size)
         if self.resize_size is not None and self.resize_size < smallest:
-            raise EdgeError(f"resize size {self.resize_size} is smaller than the input size {self.size}")
+            problems.append(f"resize size {self.resize_size} is smaller than the input size {self.size}")
+        if self.resize_size is not None and self.resize_size > 2 * MAX_SIDE:
+            problems.append(f"resize size {self.resize_size}: more than {2 * MAX_SIDE}")
+        return problems
 
     @property
     def channels(self) -> int:
@@ -69,6 +88,8 @@ class Preprocess:
     def resized_shape(self, frame_height: int, frame_width: int) -> tuple[int, int]:
         """(height, width) of a frame after step 1."""
         height, width = self.size
+        if frame_height < 1 or frame_width < 1:
+            raise EdgeError(f"a {frame_width}x{frame_height} frame has no pixels")
         if self.resize == "stretch":
             side = self.resize_size
             return (side, side) if side else (height, width)
@@ -77,12 +98,17 @@ class Preprocess:
             resized = side, int(side * frame_width / frame_height)
         else:
             resized = int(side * frame_height / frame_width), side
-        if resized[0] >= height and resized[1] >= width:
-            return resized
-        # A non-square input can be wider (or taller) than the frame's resized long side: grow until it fits
-        # rather than pad, keeping the aspect ratio (torchvision would pad the crop with zeros instead).
-        scale = max(height / frame_height, width / frame_width)
-        return max(height, int(frame_height * scale)), max(width, int(frame_width * scale))
+        if resized[0] < height or resized[1] < width:
+            # A non-square input can be wider (or taller) than the frame's resized long side: grow until it fits
+            # rather than pad, keeping the aspect ratio (torchvision would pad the crop with zeros instead).
+            scale = max(height / frame_height, width / frame_width)
+            resized = max(height, int(frame_height * scale)), max(width, int(frame_width * scale))
+        # Keeping the aspect ratio of a frame 1 pixel wide would make a resized frame of gigabytes.
+        if resized[0] * resized[1] > max_image_pixels():
+            raise EdgeError(f"a {frame_width}x{frame_height} frame would be resized to {resized[1]}x{resized[0]} "
+                            f"keeping its aspect ratio, over the {max_image_pixels() / 1e6:g} MP limit "
+                            "(EDGE_MAX_IMAGE_PIXELS)")
+        return resized
 
     def crop_origins(self, resized_height: int, resized_width: int, corners: bool = False) -> list[tuple[int, int]]:
         """Top-left corners of the crop windows: the centre, or the four corners then the centre."""
@@ -94,18 +120,13 @@ class Preprocess:
         return [(0, 0), (0, right), (bottom, 0), (bottom, right), centre]
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 HWC BGR, or raise a one-line EdgeError naming the file."""
-    path = Path(path)
+def load_image_for(path: str | Path, spec: Preprocess) -> np.ndarray:
+    """load_image, also refusing in one line naming the file an image `spec` would not resize (1 pixel wide)."""
+    image = load_image(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except OSError as e:
-        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise EdgeError(f"{path}: not an image OpenCV can decode")
+        spec.resized_shape(*image.shape[:2])
+    except EdgeError as e:
+        raise EdgeError(f"{path}: {e}") from None
     return image
 
 

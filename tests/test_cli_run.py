@@ -73,7 +73,8 @@ def test_an_image_folder_names_each_file_and_skips_broken_ones(tiny, tmp_path):
     assert files == ["0.png", "1.png", "2.png"]
     assert done.stdout == out.read_text()
     assert "1 decode errors" in done.stderr
-    assert f"edge: warning: {tmp_path / '3.png'}: cannot be read or decoded as an image; skipped" in done.stderr
+    assert f"edge: warning: {tmp_path / '3.png'}: not an image of a format edge reads" in done.stderr
+    assert "or its header is cut short; skipped (1 skipped so far)" in done.stderr
 
 
 def test_test_pattern_runs_until_stopped(tiny, tmp_path):

@@ -299,7 +299,7 @@ def test_parallel_evaluation_scores_like_serial(tiny, repo, images, tmp_path):
 @pytest.mark.parametrize("edit, fragment", [
     (lambda card: card.replace("shape = [\n    3,\n    8,\n    8,\n]", "shape = [3]"), "input.shape"),
     (lambda card: card.replace('name = "tiny"\n', 'name = "tiny"\nlabels = 3\n', 1).replace(
-        '[labels]\nfile = "labels.txt"\n', ""), "bad or missing entry"),
+        '[labels]\nfile = "labels.txt"\n', ""), "labels = 3: expected a table"),
     (lambda card: card.replace('layout = "nchw"', 'layout = "sideways"'), "layout must be one of"),
 ])
 def test_broken_card_is_refused_naming_it(tiny, labels, repo, images, capsys, edit, fragment):

@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge import EdgeError
 from edge.cli import main
+from edge.files import remove_stale
 from edge.folder import CALIBRATION_CACHE, Card
 from edge.importer import import_model
 from edge.tensorrt.build import (
@@ -40,7 +41,6 @@ from edge.tensorrt.build import (
     install_engine,
     make_sidecar,
     read_sidecar,
-    remove_leftovers,
     sidecar_path,
     source_hashes,
     timing_cache_path,
@@ -560,5 +560,5 @@ def test_killed_replacement_leaves_the_previous_engine_usable(tmp_path):
         child.wait(timeout=30)
     assert engine.read_bytes() == b"engine bytes 1"
     assert why_stale(engine, ORIN, STRONG_FP16) is None
-    remove_leftovers(engine)  # what the next build does first
+    remove_stale(folder)  # what the next build does first
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]

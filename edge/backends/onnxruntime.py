@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import EdgeError
-from ..folder import Card
+from ..folder import Card, Tensors, check_graph
 from .base import run_in_fixed_batches
 
 
@@ -27,6 +27,7 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types, one line is enough for the user
             raise EdgeError(f"{onnx_path}: ONNX Runtime cannot load it: {str(e).splitlines()[0]}") from None
+        check_graph(card, onnx_path, _tensors(self.session.get_inputs()), _tensors(self.session.get_outputs()))
         self.input_name = card.input_name
         self.output_name = card.output_name
         self.fixed_batch = card.batch  # 0: the graph takes any batch size
@@ -36,3 +37,9 @@ class OnnxRuntimeBackend:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def _tensors(args: list[ort.NodeArg]) -> Tensors:
+    """ONNX Runtime's view of a graph's inputs or outputs, as check_graph compares them with the card."""
+    return {a.name: ([d if isinstance(d, int) else None for d in a.shape],
+                     "float32" if a.type == "tensor(float)" else a.type) for a in args}

@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes, atomic_write_text, sha256_file
-from ..folder import CALIBRATION_CACHE, CALIBRATION_JSON, CARD, FP32, PRECISIONS, Card, load_onnx
-from ..preprocess import load_image, preprocess
+from ..files import sha256_file, updated_folder
+from ..folder import CALIBRATION_CACHE, CALIBRATION_JSON, CARD, FP32, PRECISIONS, Card, load_checked_onnx
+from ..preprocess import load_image_for, preprocess
 from ..tensorrt.calibration_cache import DEFAULT_TENSORRT, cache_header, format_cache
 
 METHODS = ("percentile", "entropy", "minmax")  # the first is the default: docs/precision.md
@@ -58,8 +58,6 @@ BATCH = 10
 def calibrate(folder: Path, images: list[Path], method: str = "percentile",
               tensorrt_version: str = DEFAULT_TENSORRT) -> Path:
     """Calibrate folder/model.onnx on `images`; writes the three files and returns model.int8.onnx's path."""
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
-
     folder = Path(folder)
     if not (folder / CARD).is_file():
         raise EdgeError(f"{folder}: not a model folder (no {CARD})")
@@ -72,10 +70,22 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         raise EdgeError(reason)
     card = Card.read(folder)
     source = folder / FP32.onnx
+    model = load_checked_onnx(folder, card)
+    # The three files change together or not at all: written in a staging folder that then replaces the model
+    # folder in one step. ONNX Runtime's working files (tens of MB) live in it too, so a killed run's are found.
+    with updated_folder(folder) as staging:
+        _calibrate_into(staging, source, model, card, images, method, tensorrt_version)
+    return folder / PRECISIONS["int8"].onnx
+
+
+def _calibrate_into(staging: Path, source: Path, model: onnx.ModelProto, card: Card, images: list[Path],
+                    method: str, tensorrt_version: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edge-calibrate.") as tmp:
+    with tempfile.TemporaryDirectory(dir=staging) as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        onnx.save(_with_opset_13(source), str(fp32))
+        onnx.save(_with_opset_13(model), str(fp32))
         calibrator = create_calibrator(
             fp32, [], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, {"minmax": "MinMax"}.get(method, method.title())),
@@ -108,11 +118,9 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         "tensors": {name: {"min": low, "max": high, "amax": amax[name], "scale": scales.get(name)}
                     for name, (low, high) in low_high.items()},
     }
-    atomic_write_text(folder / CALIBRATION_CACHE, format_cache(scales, tensorrt_version))
-    atomic_write_text(folder / CALIBRATION_JSON, json.dumps(record, indent=1) + "\n")
-    target = folder / PRECISIONS["int8"].onnx
-    atomic_write_bytes(target, int8_bytes)
-    return target
+    (staging / CALIBRATION_CACHE).write_text(format_cache(scales, tensorrt_version), encoding="utf-8")
+    (staging / CALIBRATION_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    (staging / PRECISIONS["int8"].onnx).write_bytes(int8_bytes)
 
 
 @contextlib.contextmanager
@@ -145,13 +153,12 @@ def _batches(images: list[Path], card: Card, batch_size: int):
     with tqdm(total=len(images), desc="calibrating", unit="image", disable=None) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            yield np.stack([preprocess(load_image(p), card.preprocess) for p in chunk])
+            yield np.stack([preprocess(load_image_for(p, card.preprocess), card.preprocess) for p in chunk])
             bar.update(len(chunk))
 
 
-def _with_opset_13(path: Path) -> onnx.ModelProto:
+def _with_opset_13(model: onnx.ModelProto) -> onnx.ModelProto:
     """Per-channel Q/DQ needs the `axis` attribute, which QuantizeLinear has from opset 13."""
-    model = load_onnx(path)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return onnx.version_converter.convert_version(model, 13) if opset < 13 else model
 

@@ -61,7 +61,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import EdgeError
-from .sources import Frame, Source, SourceError
+from .sources import Frame, Source, SourceError, log_skipped
 
 log = logging.getLogger("edge")
 
@@ -177,7 +177,7 @@ class Loop:
         self.capture_error: BaseException | None = None
         # Every frame of a file will be classified, so preparing it on the capture thread is never wasted.
         self.prepare_ahead = not source.live and hasattr(executor, "prepare") and hasattr(executor, "collate")
-        self.bad_frames = 0  # frames a live capture returned that were not HxWx3 uint8
+        self.bad_frames = 0  # frames not HxWx3 uint8, or of a size preprocessing refuses
 
     def _record(self, stage: str, seconds: float) -> None:
         for recorder in self.timings:
@@ -226,7 +226,12 @@ class Loop:
                 self._record("capture", time.perf_counter() - start)
                 if self.prepare_ahead:
                     start = time.perf_counter()
-                    frame.prepared = self.executor.prepare(frame.image)
+                    try:
+                        frame.prepared = self.executor.prepare(frame.image)
+                    except EdgeError as e:  # a size preprocessing refuses (a frame 1 pixel wide): skip it
+                        self.bad_frames += 1
+                        log_skipped(f"{frame.file or 'frame'}: {e}", self.bad_frames)
+                        continue
                     self._record("preprocess", time.perf_counter() - start)
                 failures = 0
                 self.queue.put(frame)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from ..errors import EdgeError
+from ..imagefile import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -157,13 +158,13 @@ class Capture(Source):
 
 
 class ImageFiles(Source):
-    """A folder's images or a glob's matches, in sorted order. An undecodable file is skipped, counted and logged."""
+    """A folder's images or a glob's matches, in sorted order. A file that cannot be read, decoded, or is over the
+    pixel budget (edge/imagefile.py) is skipped, counted and logged."""
 
     def __init__(self, uri: str, paths: list[Path]):
         self.uri, self.paths = uri, paths
         self.position = 0
         self.decode_errors = 0  # read by the loop after each frame
-        self.skipped: set[Path] = set()  # named in the log once, however often --loop reads them again
 
     def open(self) -> None:
         self.position = 0
@@ -173,18 +174,18 @@ class ImageFiles(Source):
             path = self.paths[self.position]
             self.position += 1
             try:
-                data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-            except OSError:  # removed since listed, or unreadable: skipped like an undecodable file
-                data = None
-            # (imdecode raises, rather than returning None, on an empty file: one still being written, say)
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-            if image is not None:
-                return Frame(image, time.time(), file=str(path))
-            self.decode_errors += 1
-            if path not in self.skipped:
-                self.skipped.add(path)
-                log.warning("%s: cannot be read or decoded as an image; skipped", path)
+                return Frame(load_image(path), time.time(), file=str(path))
+            except EdgeError as e:  # removed since listed, unreadable, still being written, not an image, too big
+                self.decode_errors += 1
+                log_skipped(str(e), self.decode_errors)
         return None
+
+
+def log_skipped(reason: str, count: int) -> None:
+    """Log a skipped file or frame: the 1st, 2nd, 4th, 8th... so that a folder of a million bad files, or one
+    bad file under --loop, keeps the journal readable."""
+    if count & (count - 1) == 0:
+        log.warning("%s; skipped (%d skipped so far)", reason, count)
 
 
 class Looping(Source):

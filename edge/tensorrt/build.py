@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import EdgeError
-from ..files import atomic_write_bytes, atomic_write_text, sha256_file
-from ..folder import CALIBRATION_CACHE, FP32, PRECISIONS, Card, missing_file_hint, precision_named
+from ..files import atomic_write_bytes, atomic_write_text, remove_stale, sha256_file
+from ..folder import CALIBRATION_CACHE, FP32, PRECISIONS, Card, load_checked_onnx, missing_file_hint, precision_named
 from .calibration_cache import cache_calibrator, read_calibration_cache
 from .version import IMPLICIT, STRONGLY_TYPED, build_path, described, gpu_identity, import_tensorrt
 
@@ -37,6 +37,7 @@ DYNAMIC_BATCH_PROFILE = (1, 1, 16)  # (min, opt, max) for a graph that takes any
 #                                     common case, 10 crops the largest (--oversample); run() splits bigger batches
 ENGINE_SUFFIX = ".plan"
 SIDECAR_SUFFIX = ".json"
+TIMING_CACHE_SUFFIX = ".timing.cache"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def sidecar_path(engine: Path) -> Path:
 
 
 def timing_cache_path(folder: Path, target: Target) -> Path:
-    return folder / f"{target.stem}.timing.cache"
+    return folder / f"{target.stem}{TIMING_CACHE_SUFFIX}"
 
 
 def source_hashes(folder: Path, spec: BuildSpec) -> dict[str, str]:
@@ -170,13 +171,6 @@ def install_engine(engine: Path, engine_bytes, sidecar: dict) -> None:
     atomic_write_text(sidecar_path(engine), json.dumps(sidecar, indent=2) + "\n")
 
 
-def remove_leftovers(engine: Path) -> None:
-    """Temporary files of writes that a kill or power loss interrupted (atomic_write_* names them .<name>.*.tmp)."""
-    for name in (engine.name, sidecar_path(engine).name):
-        for leftover in engine.parent.glob(f".{name}.*.tmp"):
-            os.unlink(leftover)
-
-
 def other_engines(folder: Path, precision: str, engine: Path) -> str:
     others = sorted(p.name for p in folder.glob(f"*-{precision}{ENGINE_SUFFIX}") if p != engine)
     return f" (here only for another GPU or TensorRT version: {', '.join(others)})" if others else ""
@@ -231,6 +225,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
         raise EdgeError(f"polygraphy is not installed here ({described(e)}); `edge build` uses NVIDIA's Polygraphy "
                         "to drive TensorRT: pip install polygraphy") from None
     card = Card.read(folder)
+    load_checked_onnx(folder, card)  # a graph that is not the card's is refused now, not after minutes of building
     spec = build_spec(folder, card, trt.__version__, precision, dla, workspace_mib, implicit)
     cache = read_calibration_cache(folder / spec.calibration_cache, trt.__version__) if spec.calibration_cache else None
     target = Target(trt.__version__, *gpu_identity())
@@ -244,7 +239,7 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
                         "`edge build` as a user who can (the service's repository belongs to the user edge)")
     _say(f"{engine}: building ({reason}){other_engines(folder, precision, engine)}: TensorRT {target.tensorrt}, "
          f"{spec.path} from {spec.onnx}; this takes minutes")
-    remove_leftovers(engine)
+    remove_stale(folder)
     sources = source_hashes(folder, spec)  # hashed before the build, so a file changed during it shows as stale
     started = time.monotonic()
     engine_bytes = _build_serialized(trt, folder, card, spec, target, cache)
