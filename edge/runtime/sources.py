@@ -220,7 +220,8 @@ def csi_pipeline(sensor: int, width: int, height: int, fps: float) -> str:
             "appsink drop=true max-buffers=1 sync=false")
 
 
-def _image_paths(uri: str) -> list[Path] | None:
+def image_paths(uri: str) -> list[Path] | None:
+    """A folder's images, a glob's matches or one image file, sorted; None when `uri` is none of these."""
     path = Path(uri)
     if path.is_dir():
         paths = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -271,7 +272,7 @@ def _open_stream(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
 
 def _open_path(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
     path = rest if uri.lower().startswith("file://") else uri
-    images = _image_paths(path)
+    images = image_paths(path)
     if images is not None:
         source: Source = ImageFiles(uri, images)
     else:
