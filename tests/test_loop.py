@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -232,13 +233,17 @@ def test_file_frames_are_prepared_ahead_on_the_capture_thread_live_frames_only_o
         assert executor.threads == {thread} and len(sink.lines) >= 5
 
 
-def test_annotated_video_gets_every_frame_with_its_label_drawn(model, tmp_path):
+def test_annotated_video_gets_every_frame_with_its_label_drawn_at_the_sources_rate(model, tmp_path):
     from edge.runtime.sinks import AnnotatedVideo
 
-    video = write_video(tmp_path / "clip.avi", 6, width=160, height=120)
-    annotated = AnnotatedVideo(tmp_path / "annotated.avi", fps=25)
-    Loop(open_source(str(video)), CpuExecutor(model), Results(model), [ListSink()], annotate=annotated).run()
+    video = write_video(tmp_path / "clip.avi", 6, width=160, height=120, fps=10)
+    source = open_source(str(video))
+    annotated = AnnotatedVideo(tmp_path / "annotated.avi", source, fps=25)
+    Loop(source, CpuExecutor(model), Results(model), [ListSink()], annotate=annotated).run()
     annotated.close()
+    written = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert written.get(cv2.CAP_PROP_FPS) == 10  # the clip's rate: --fps is for sources without one
+    written.release()
     originals = [f.image for f in _all_frames(video)]
     drawn = [f.image for f in _all_frames(tmp_path / "annotated.avi")]
     assert len(drawn) == 6
@@ -246,6 +251,28 @@ def test_annotated_video_gets_every_frame_with_its_label_drawn(model, tmp_path):
     assert all(np.abs(d[:25, :100].astype(int) - o[:25, :100]).max() > 100 for d, o in zip(drawn, originals))
     assert all(np.abs(d[60:].astype(int) - o[60:]).mean() < 8 for d, o in zip(drawn, originals))
     with pytest.raises(EdgeError, match=".avi or .mp4"):
-        AnnotatedVideo(tmp_path / "annotated.gif", fps=25)
+        AnnotatedVideo(tmp_path / "annotated.gif", source)
     with pytest.raises(EdgeError, match="no folder .*missing to write the video into"):
-        AnnotatedVideo(tmp_path / "missing" / "annotated.avi", fps=25)  # refused before any frame is classified
+        AnnotatedVideo(tmp_path / "missing" / "annotated.avi", source)  # refused before any frame is classified
+
+
+@pytest.mark.parametrize("fps, expected", [(None, 30.0), (5.0, 5.0)])
+def test_an_annotated_folder_plays_at_fps_else_30_and_the_log_says_so(model, tmp_path, caplog, monkeypatch, fps,
+                                                                      expected):
+    import logging
+
+    from edge.runtime.sinks import AnnotatedVideo
+
+    monkeypatch.setattr(logging.getLogger("edge"), "propagate", True)  # as it is before `edge run` sets up its log
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
+    source = open_source(str(tmp_path))
+    annotated = AnnotatedVideo(tmp_path / "annotated.avi", source, fps)
+    with caplog.at_level("INFO", logger="edge"):
+        Loop(source, CpuExecutor(model), Results(model), [ListSink()], annotate=annotated).run()
+    annotated.close()
+    written = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert written.get(cv2.CAP_PROP_FPS) == expected
+    written.release()
+    assert f"{tmp_path} has no frame rate of its own; the video plays at {expected:g} fps" in caplog.text

@@ -42,8 +42,13 @@ def test_the_shipped_edge_toml_documents_every_option_and_parses():
     assert read_config(ROOT / "systemd" / "edge.toml")["input"] == "csi://0"
 
 
+def test_an_output_edge_cannot_write_is_refused_with_the_options_before_the_model_loads():
+    with pytest.raises(EdgeError, match=r"^display://0: unknown output scheme display://"):
+        resolve_options(None, {"model": "no-such-model", "input": "test://", "output": ["-", "display://0"]})
+
+
 def test_a_negative_batch_is_refused_rather_than_waited_for():
-    with pytest.raises(EdgeError, match=r"batch must be 0 \(the model's fixed batch, else 1\) or more, not -1"):
+    with pytest.raises(EdgeError, match=r"^--batch: batch must be at least 0, not -1$"):
         resolve_options(None, {"model": "m", "input": "test://", "batch": -1})
 
 
@@ -57,7 +62,7 @@ def test_a_gpu_backend_takes_workers_0_or_1_and_refuses_more(backend):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("workers = -1\n", "workers must be 0 .* or more, not -1"),
+    ("workers = -1\n", "edge.toml: workers must be at least 0, not -1"),
     ("workers = 1.5\n", "workers must be int"),
     ('workers = "2"\n', "workers must be int"),
     ('backend = "tensorrtx"\nworkers = 2\n', "backend must be one of onnxruntime, tensorrt, torch, not 'tensorrtx'"),

@@ -48,8 +48,11 @@ def test_ready_then_watchdog_at_the_interval_then_stopping_and_exit_0_within_a_s
             when, message = receive(server)
             assert message == ["WATCHDOG=1"], message
             pings.append(when)
+        # Times are taken when this process receives: a late receive shortens the next gap, so the interval is
+        # held on the span of five gaps, and each gap only to the bound the watchdog itself needs.
         gaps = [b - a for a, b in zip(pings, pings[1:])]
-        assert all(0.17 < gap < 0.6 for gap in gaps), gaps
+        assert 5 * 0.17 < pings[-1] - pings[0] < 5 * 0.4, gaps
+        assert max(gaps) < 0.6, gaps
         process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         while (message := receive(server)[1]) == ["WATCHDOG=1"]:

@@ -79,3 +79,21 @@ def test_a_results_file_that_cannot_be_written_is_a_one_line_error():
         sink.write('{"frame":0}')
     with pytest.raises(EdgeError, match="/dev/full: cannot write results"):
         sink.close()
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("display://0", "display://0: unknown output scheme display:// (outputs are JSON lines: -, a file, file://PATH or "
+     "udp://HOST:PORT)"),
+    ("RTP://10.0.0.2:5000", "RTP://10.0.0.2:5000: unknown output scheme rtp:// (outputs are JSON lines: -, a file, "
+     "file://PATH or udp://HOST:PORT)"),
+    ("out.mp4", "out.mp4: --output writes JSON lines, not video; for the frames with their labels drawn, use "
+     "--annotate out.mp4"),
+    ("file://clip.AVI", "clip.AVI: --output writes JSON lines, not video; for the frames with their labels drawn, use "
+     "--annotate clip.AVI"),
+])
+def test_outputs_that_are_not_json_lines_are_refused_by_name(tmp_path, monkeypatch, uri, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EdgeError) as refused:
+        open_sink(uri)
+    assert str(refused.value) == message
+    assert list(tmp_path.iterdir()) == []  # nothing written: no display:/0 folder, no out.mp4 of JSON

@@ -3,6 +3,8 @@ image folders, looping, one-line errors for bad URIs, and camera passwords kept 
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from pathlib import Path
 
@@ -177,3 +179,37 @@ def test_camera_passwords_are_never_shown():
     assert redact("/videos/a:b@c.mp4") == "/videos/a:b@c.mp4"
     source = open_source("rtsp://admin:s3cret@127.0.0.1:9/stream")
     assert "s3cret" not in source.uri and source.target == "rtsp://admin:s3cret@127.0.0.1:9/stream"
+
+
+@pytest.mark.parametrize("uri", ["/dev/video99", "v4l2:///dev/video99"])
+def test_a_camera_that_is_not_there_stops_at_once(uri):
+    with pytest.raises(EdgeError, match=r"^/dev/video99: no such device \(video devices here: .*\)$"):
+        open_source(uri)
+
+
+def test_a_device_node_is_a_v4l2_camera(tmp_path):
+    source = open_source("/dev/null")  # jetson-inference's `--input /dev/video0`
+    assert source.live and source.uri == "/dev/null"
+    with pytest.raises(SourceError, match="^/dev/null: opens, but does not capture: busy .* or not a camera$"):
+        source.open()
+    shm = Path("/dev/shm")
+    if shm.is_dir():  # a folder of images kept in memory stays a folder
+        with pytest.raises(EdgeError, match="no image files"):
+            open_source(str(shm / "no-such-edge-folder" / "*.png"))
+
+
+@pytest.mark.parametrize("error, reason", [
+    (errno.ENOENT, "cannot open: no such device (unplugged?)"),
+    (errno.EACCES, "cannot open: permission denied (add the user to the group "),
+    (errno.EBUSY, "cannot open: busy (another program is capturing from it)"),
+])
+def test_a_camera_that_does_not_open_says_why(tmp_path, monkeypatch, error, reason):
+    from edge.runtime import sources
+
+    def refuse(path, flags):
+        raise OSError(error, os.strerror(error), path)
+
+    node = tmp_path / "video0"
+    node.touch()
+    monkeypatch.setattr(sources.os, "open", refuse)
+    assert sources.device_problem(str(node)).startswith(reason)

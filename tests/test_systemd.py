@@ -17,6 +17,8 @@ from edge.errors import EdgeError
 from edge.runtime.loop import CAPTURE_STALL_S, LoopStats
 from edge.runtime.systemd import Notifier, Watchdog, render_unit, watchdog_interval
 
+from runtime_support import tiny_model_folder
+
 EDGE = [sys.executable, "-m", "edge.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,6 +126,49 @@ def test_dry_run_lists_the_steps_in_the_order_install_takes_them(capsys):
     from edge.runtime import systemd
 
     assert systemd.install(dry_run=True) == 0
-    steps = capsys.readouterr().err.splitlines()
+    steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("would ")]
     assert steps[-3].startswith("would write: /etc/systemd/system/edge.service")
     assert steps[-2:] == ["would run: systemctl daemon-reload", "would run: systemctl enable edge.service"]
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """The service's paths moved under tmp_path: nothing installed, no configuration, an empty state folder."""
+    from edge.runtime import systemd
+
+    monkeypatch.setattr(systemd, "UNIT_PATH", tmp_path / "systemd" / "edge.service")
+    monkeypatch.setattr(systemd, "CONFIG_PATH", tmp_path / "etc" / "edge.toml")
+    monkeypatch.setattr(systemd, "STATE_DIR", tmp_path / "var")
+    return tmp_path
+
+
+def test_uninstall_dry_run_says_when_nothing_is_installed(machine, capsys):
+    from edge.runtime import systemd
+
+    assert systemd.uninstall(dry_run=True) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"{systemd.UNIT_PATH}: not installed; nothing to disable or remove", "would run: systemctl daemon-reload"]
+    systemd.UNIT_PATH.parent.mkdir()
+    systemd.UNIT_PATH.write_text(systemd.render_unit())
+    assert systemd.uninstall(dry_run=True) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "would run: systemctl disable --now edge.service", f"would remove: {systemd.UNIT_PATH}",
+        "would run: systemctl daemon-reload"]
+
+
+def test_install_dry_run_warns_when_the_configured_model_is_not_in_the_repository(machine, capsys):
+    from edge.runtime import systemd
+
+    engines = machine / "var" / "engines"
+    systemd.CONFIG_PATH.parent.mkdir()
+    systemd.CONFIG_PATH.write_text(f'model = "tiny"\nrepo = "{engines}"\ninput = "test://"\n')
+    assert systemd.install(dry_run=True) == 0
+    warning = capsys.readouterr().err.splitlines()[-1]
+    assert warning == (f"edge: warning: the model 'tiny' ({systemd.CONFIG_PATH}) is not in {engines}: the service "
+                       f"would fail at start; copy the model folder there (sudo cp -r engines/tiny {engines}/) or set "
+                       f"model in {systemd.CONFIG_PATH}")
+    tiny_model_folder(machine / "models")
+    engines.mkdir(parents=True)
+    (machine / "models" / "engines" / "tiny").rename(engines / "tiny")
+    assert systemd.install(dry_run=True) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -36,6 +36,7 @@ from ..files import sha256_file, updated_folder
 from ..folder import CALIBRATION_CACHE, CALIBRATION_JSON, CARD, FP32, PRECISIONS, Card, load_checked_onnx
 from ..preprocess import load_image_for, preprocess
 from ..tensorrt.calibration_cache import DEFAULT_TENSORRT, cache_header, format_cache
+from ..words import plural
 
 METHODS = ("percentile", "entropy", "minmax")  # the first is the default: docs/precision.md
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
@@ -149,7 +150,8 @@ class _OneBatch:
 def _batches(images: list[Path], card: Card, batch_size: int):
     """Preprocessed batches, decoded with the model's own preprocessing; a progress bar on a terminal."""
     if card.batch and len(images) % card.batch:
-        raise EdgeError(f"{len(images)} images do not fill batches of the model's fixed batch size {card.batch}")
+        raise EdgeError(f"{plural(len(images), 'image')}: not whole batches of the model's fixed batch size "
+                        f"{card.batch}")
     with tqdm(total=len(images), desc="calibrating", unit="image", disable=None) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]

@@ -5,6 +5,7 @@ A flag given on the command line wins over the file, the file over the default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..backends import BACKENDS, inference_workers
 from ..errors import EdgeError
 from ..files import read_toml
 from ..folder import PRECISIONS
+from .sinks import output_target
 from .sources import schemes_help
 
 
@@ -24,36 +26,41 @@ class Option:
     default: object
     help: str
     example: object = None  # the value systemd/edge.toml sets for a service; None leaves it commented out
+    minimum: float | None = None  # the smallest number allowed, for int and float options
 
 
 RUN_OPTIONS = (
     Option("model", str, None, "a model folder, or a model's name in the repository", "efficientnet_lite0"),
     Option("repo", str, None, "the model repository (default: $EDGE_REPO or ./engines)", "/var/lib/edge/engines"),
     Option("input", str, None, schemes_help().replace("`", ""), "csi://0"),
-    Option("output", list, ["-"], "where JSON lines go, any number of: - (stdout), a file path, udp://HOST:PORT",
+    Option("output", list, ["-"], "where JSON lines go, any number of: - (stdout), a file path, udp://HOST:PORT "
+           "(a video of the frames is --annotate)",
            ["udp://127.0.0.1:5005"]),
-    Option("width", int, None, "capture width for cameras and test:// (csi:// default 1280, test:// 640)", 1280),
-    Option("height", int, None, "capture height for cameras and test:// (csi:// default 720, test:// 480)", 720),
-    Option("fps", float, None, "capture rate for cameras; test:// paces itself at it (default 30, 0: unpaced)", 30.0),
+    Option("width", int, None, "capture width for cameras and test:// (csi:// default 1280, test:// 640)", 1280,
+           minimum=1),
+    Option("height", int, None, "capture height for cameras and test:// (csi:// default 720, test:// 480)", 720,
+           minimum=1),
+    Option("fps", float, None, "capture rate for cameras; test:// paces itself at it (default 30, 0: unpaced)", 30.0,
+           minimum=0),
     Option("loop", bool, False, "start files and folders over at their end"),
-    Option("top", int, 5, "labels per result"),
-    Option("batch", int, 0, "frames per inference (0: the model's fixed batch, else 1)"),
+    Option("top", int, 5, "labels per result", minimum=1),
+    Option("batch", int, 0, "frames per inference (0: the model's fixed batch, else 1)", minimum=0),
     Option("http", str, "", "HOST:PORT (or PORT, on 127.0.0.1) to serve /latest, /healthz and /metrics; "
            "empty: off. No authentication: keep it on loopback unless the network is trusted", "127.0.0.1:8080"),
     Option("watchdog_interval", float, 0.0, "seconds between WATCHDOG=1 pings to systemd (0: half of "
-           "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)"),
+           "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)", minimum=0),
     Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS)),
     Option("precision", str, "fp32", f"{', '.join(list(PRECISIONS)[:-1])} or {list(PRECISIONS)[-1]} (the model folder "
            "must have that variant)"),
     Option("workers", int, 0, "inferences run at once (0: one single-threaded run per core on onnxruntime, the "
            "most frames per second, and one on a GPU; 1: one run using every core, the lowest latency per frame; "
-           "N: N single-threaded runs, onnxruntime only)"),
+           "N: N single-threaded runs, onnxruntime only)", minimum=0),
     Option("groups", str, "", "a TOML file of label groups ([groups] name = [class ids, \"a-b\" ranges, labels]); "
            "empty: none"),
-    Option("min_probability", float, 0.0, "leave out labels and groups below this probability"),
-    Option("smoothing", int, 1, "average probabilities over the last N frames (1: no smoothing)"),
+    Option("min_probability", float, 0.0, "leave out labels and groups below this probability", minimum=0),
+    Option("smoothing", int, 1, "average probabilities over the last N frames (1: no smoothing)", minimum=1),
     Option("annotate", str, "", "also write the frames with their top label drawn to this video file (.avi or "
-           ".mp4), at --fps (default 30); empty: off"),
+           ".mp4), at the input's frame rate (an input without one, such as a folder: --fps, default 30); empty: off"),
 )
 OPTIONS_BY_KEY = {option.key: option for option in RUN_OPTIONS}
 
@@ -61,7 +68,10 @@ OPTIONS_BY_KEY = {option.key: option for option in RUN_OPTIONS}
 def _check(option: Option, value, where: str):
     kind = option.kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if option.minimum is not None and isinstance(value, kind) and not isinstance(value, bool) \
+            and not (math.isfinite(value) and value >= option.minimum):
+        raise EdgeError(f"{where}: {option.key} must be at least {option.minimum:g}, not {value!r}")
     if kind is list:
         if isinstance(value, str):
             return [value]
@@ -88,12 +98,13 @@ def resolve_options(config: str | Path | None, flags: dict) -> dict:
     options = {option.key: option.default for option in RUN_OPTIONS}
     if config:
         options.update(read_config(config))
-    options.update({key: value for key, value in flags.items() if value is not None})
+    options.update({key: _check(OPTIONS_BY_KEY[key], value, "--" + key.replace("_", "-"))
+                    for key, value in flags.items() if value is not None})
     for key in ("model", "input"):
         if not options[key]:
             raise EdgeError(f"no {key}: give it {'as MODEL' if key == 'model' else 'with --input'} or in --config")
-    if options["batch"] < 0:  # the loop would wait for ever for a batch that never fills
-        raise EdgeError(f"batch must be 0 (the model's fixed batch, else 1) or more, not {options['batch']}")
+    for uri in options["output"]:  # refused now, not after the model has loaded (or on SIGHUP, kept running)
+        output_target(uri)
     options["workers"] = inference_workers(options["backend"], options["workers"])
     return options
 

@@ -21,7 +21,7 @@ from .loop import Loop
 from .options import resolve_options
 from .sinks import AnnotatedVideo, Results, load_groups, open_sink
 from .sources import open_source, redact
-from .systemd import Notifier, Watchdog, setup_logging, watchdog_interval
+from .systemd import Notifier, Watchdog, counts, setup_logging, watchdog_interval
 
 log = logging.getLogger("edge")
 
@@ -86,7 +86,7 @@ class Runner:
         address = parse_address(options["http"]) if options["http"] else None
         source = open_source(options["input"], options["width"], options["height"], options["fps"], options["loop"])
         sinks = [open_sink(uri) for uri in options["output"]]
-        annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
+        annotate = AnnotatedVideo(options["annotate"], source, options["fps"]) if options["annotate"] else None
         shown = redact(options["input"])  # no camera password in logs, STATUS or /metrics
         watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), shown,
                             self.started)
@@ -116,8 +116,7 @@ class Runner:
                 if annotate is not None:
                     annotate.close()
         s = loop.stats
-        log.info("%s: %d frames, %d dropped, %d reconnects, %d decode errors", reason, s.frames, s.dropped,
-                 s.reconnects, s.decode_errors)
+        log.info("%s: %s", reason, counts(s))
         return reason
 
 

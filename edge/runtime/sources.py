@@ -3,22 +3,27 @@
 The input schemes are one table, SCHEMES (at the end): each says how it is written, what it reads, whether it is
 live, and which function opens it. `edge run --help` (and so systemd/edge.toml), the error for an unknown scheme and
 the table in docs/service.md are all made from it (schemes_help, schemes_table; tests keep the files equal to it):
-csi://N, gst://PIPELINE, v4l2:///dev/videoN, the network streams (rtsp://, http://, ...), file:// or a plain path
-(a video, an image, a folder, a glob) and test://, a generated pattern.
+csi://N, gst://PIPELINE, v4l2:///dev/videoN (or /dev/videoN), the network streams (rtsp://, http://, ...), file://
+or a plain path (a video, an image, a folder, a glob) and test://, a generated pattern.
 
 Live sources (cameras, streams, test://) produce frames at their own pace; the loop keeps only the latest.
 Files and folders are read as fast as the loop takes them and never drop a frame.
 
 Every source has the same small interface: `open()` (raises SourceError when it cannot), `read()` returning
-a Frame or None at the end, and `close()`. A live source that fails is reopened by the capture thread with
-backoff; a file that fails to open is an EdgeError before the loop starts.
+a Frame or None at the end, `close()`, and `frame_rate()`, the frames per second it says it delivers, once open.
+A live source that fails is reopened by the capture thread with backoff; a file that fails to open is an
+EdgeError before the loop starts.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
+import grp
 import logging
+import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,6 +87,10 @@ class Source:
     def close(self) -> None:
         pass
 
+    def frame_rate(self) -> float | None:
+        """Frames per second, as the source says once open (a video file's, a camera's); None when it has none."""
+        return None
+
     def __enter__(self) -> Source:
         self.open()
         return self
@@ -119,6 +128,9 @@ class TestPattern(Source):
         self.count += 1
         return Frame(np.roll(self.pattern, shift, axis=1), time.time())
 
+    def frame_rate(self) -> float | None:
+        return self.fps or None  # unpaced: no rate
+
 
 class Capture(Source):
     """Anything cv2.VideoCapture opens: cameras, network streams, GStreamer pipelines, video files."""
@@ -134,6 +146,8 @@ class Capture(Source):
         capture = cv2.VideoCapture(self.target, self.api, self.params)
         if not capture.isOpened():
             capture.release()
+            if self.api == cv2.CAP_V4L2:
+                raise SourceError(f"{self.uri}: {device_problem(self.target)}")
             raise SourceError(f"{self.uri}: cannot open" if self.live else f"{self.uri}: not a video OpenCV can open")
         if self.api == cv2.CAP_V4L2:
             for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
@@ -150,6 +164,11 @@ class Capture(Source):
             return None
         position = None if self.live else self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return Frame(image, time.time(), position=position)
+
+    def frame_rate(self) -> float | None:
+        rate = self.capture.get(cv2.CAP_PROP_FPS) if self.capture is not None else 0.0
+        # 0 when the container does not say; FFmpeg gives some streams' time base instead (90000)
+        return rate if 0 < rate < 1000 else None
 
     def close(self) -> None:
         if self.capture is not None:
@@ -207,9 +226,38 @@ class Looping(Source):
     def close(self) -> None:
         self.inner.close()
 
+    def frame_rate(self) -> float | None:
+        return self.inner.frame_rate()
+
     @property
     def decode_errors(self) -> int:
         return getattr(self.inner, "decode_errors", 0)
+
+
+def is_camera_node(path: str) -> bool:
+    """/dev/videoN, there or not, or any other character device; not an image folder in /dev/shm."""
+    if re.fullmatch(r"/dev/video\d+", path):
+        return True
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def device_problem(path: str) -> str:
+    """Why OpenCV could not open a V4L2 device node, as far as the kernel tells it."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+            return "cannot open: no such device (unplugged?)"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            group = grp.getgrgid(os.stat(path).st_gid).gr_name
+            return f"cannot open: permission denied (add the user to the group {group}: usermod -aG {group} USER)"
+        if e.errno == errno.EBUSY:
+            return "cannot open: busy (another program is capturing from it)"
+        return f"cannot open: {e.strerror or e}"
+    return "opens, but does not capture: busy (another program capturing from it?) or not a camera"
 
 
 def csi_pipeline(sensor: int, width: int, height: int, fps: float) -> str:
@@ -262,6 +310,9 @@ def _open_gst(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
 def _open_v4l2(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
     if not rest.startswith("/dev/"):
         raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
+    if not os.path.exists(rest):  # a camera unplugged later is retried; one never there is a mistake
+        cameras = ", ".join(sorted(glob.glob("/dev/video*"))) or "none"
+        raise EdgeError(f"{rest}: no such device (video devices here: {cameras})")
     return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
 
 
@@ -300,7 +351,9 @@ SCHEMES = (
     Scheme(("csi",), "`csi://N`", "", "GStreamer: `nvarguscamerasrc sensor-id=N` -> `nvvidconv` -> BGR appsink "
            "(drop=true, max-buffers=1)", True, _open_csi),
     Scheme(("gst",), "`gst://PIPELINE`", "", "any GStreamer pipeline ending in `appsink`", True, _open_gst),
-    Scheme(("v4l2",), "`v4l2:///dev/videoN`", "", "OpenCV's V4L2 backend; `--width/--height/--fps` request the mode",
+    Scheme(("v4l2",), "`v4l2:///dev/videoN` (or `/dev/videoN`)", "",
+           "OpenCV's V4L2 backend; `--width/--height/--fps` request the mode. A device that is not there stops "
+           "`edge run` at once; one that fails later is retried, the log saying why (unplugged, permission, busy)",
            True, _open_v4l2),
     Scheme(STREAM_SCHEMES, ", ".join(f"`{name}://`" for name in STREAM_SCHEMES), "network streams",
            "OpenCV's FFmpeg backend, 5 s open and read timeouts", True, _open_stream),
@@ -332,6 +385,8 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
     files, folders and streams keep their own. `loop` starts files and folders over at their end."""
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower() if sep else ""
+    if not scheme and is_camera_node(uri):  # jetson-inference's habit: `--input /dev/video0`
+        scheme, rest = "v4l2", uri
     if scheme not in _BY_NAME:
         known = ", ".join(name for s in SCHEMES for name in s.names if name)
         raise EdgeError(f"{uri}: unknown input scheme {scheme}:// ({known}, or a path)")

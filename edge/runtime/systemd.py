@@ -24,8 +24,10 @@ from pathlib import Path
 
 from ..errors import EdgeError
 from ..files import atomic_write_text
+from ..folder import CARD
+from ..words import plural
 from .loop import CAPTURE_STALL_S
-from .options import render_config
+from .options import RUN_OPTIONS, read_config, render_config
 
 log = logging.getLogger("edge")
 
@@ -91,11 +93,16 @@ class Watchdog:
             self.last_ping = now
         if now - self.last_status >= STATUS_EVERY_S:
             fps = (stats.frames - self.frames_at_status) / (now - self.last_status)
-            status = (f"{stats.frames} frames ({fps:.1f}/s), {stats.dropped} dropped, {stats.reconnects} reconnects, "
-                      f"{stats.decode_errors} decode errors")
+            status = counts(stats, f" ({fps:.1f}/s)")
             self.notifier.send(f"STATUS={status}")
             log.info("%s", status)
             self.last_status, self.frames_at_status = now, stats.frames
+
+
+def counts(stats, rate: str = "") -> str:
+    """The loop's counters for the log and systemd's STATUS: `12 frames, 0 dropped, 1 reconnect, 0 decode errors`."""
+    return (f"{plural(stats.frames, 'frame')}{rate}, {stats.dropped} dropped, {plural(stats.reconnects, 'reconnect')}, "
+            f"{plural(stats.decode_errors, 'decode error')}")
 
 
 # --- logging -------------------------------------------------------------------------------------------------
@@ -240,6 +247,26 @@ def _run(command: list[str]) -> None:
         raise EdgeError(f"{' '.join(command)} failed: {message[-1] if message else f'exit {done.returncode}'}")
 
 
+def missing_model() -> str | None:
+    """What the service would fail on at start for want of its model, from the configuration it will read (the
+    example's model while there is none); None when the model folder is in place."""
+    if CONFIG_PATH.exists():
+        try:
+            options = read_config(CONFIG_PATH)
+        except EdgeError as e:
+            return f"{e}: the service would fail at start"
+    else:  # install writes the example
+        options = {option.key: option.example for option in RUN_OPTIONS if option.example is not None}
+    model = options.get("model")
+    if not model:
+        return f"{CONFIG_PATH} names no model: the service would fail at start"
+    repo = STATE_DIR / (options.get("repo") or "engines")  # the unit's EDGE_REPO; paths relative to STATE_DIR
+    if any((folder / CARD).is_file() for folder in (STATE_DIR / model, repo / model)):
+        return None
+    return (f"the model {model!r} ({CONFIG_PATH}) is not in {repo}: the service would fail at start; copy the "
+            f"model folder there (sudo cp -r engines/{model} {repo}/) or set model in {CONFIG_PATH}")
+
+
 def install(dry_run: bool) -> int:
 
     setup_logging()
@@ -250,6 +277,8 @@ def install(dry_run: bool) -> int:
         steps = [f"would run: {' '.join(command)}" for command in _plan()]
         # in the order install takes them: the files are written before systemd reloads and enables the unit
         steps.insert(-2, f"would write: {UNIT_PATH}" + (f", {CONFIG_PATH} (example)" if write_config else ""))
+        if problem := missing_model():
+            steps.append(f"edge: warning: {problem}")
         print("\n".join(steps), file=sys.stderr)
         return 0
     _systemd_ready()
@@ -263,6 +292,8 @@ def install(dry_run: bool) -> int:
     log.info("wrote %s", UNIT_PATH)
     for command in _plan()[-2:]:
         _run(command)
+    if problem := missing_model():
+        log.warning("%s", problem)
     log.info("installed; put the model in %s/engines, check %s, then: systemctl start edge", STATE_DIR, CONFIG_PATH)
     return 0
 
@@ -270,9 +301,10 @@ def install(dry_run: bool) -> int:
 def uninstall(dry_run: bool) -> int:
     setup_logging()
     commands = [["systemctl", "disable", "--now", "edge.service"], ["systemctl", "daemon-reload"]]
-    if dry_run:
-        print(f"would run: {' '.join(commands[0])}\nwould remove: {UNIT_PATH}\nwould run: {' '.join(commands[1])}",
-              file=sys.stderr)
+    if dry_run:  # what uninstall below would do on this machine
+        steps = ([f"would run: {' '.join(commands[0])}", f"would remove: {UNIT_PATH}"] if UNIT_PATH.exists()
+                 else [f"{UNIT_PATH}: not installed; nothing to disable or remove"])
+        print("\n".join([*steps, f"would run: {' '.join(commands[1])}"]), file=sys.stderr)
         return 0
     _systemd_ready()
     if UNIT_PATH.exists():
