@@ -317,12 +317,12 @@ def test_build_without_tensorrt_says_so_and_writes_nothing(folder, monkeypatch, 
 def test_build_in_a_folder_it_cannot_write_stops_before_building(folder, monkeypatch):
     # jetson-inference rebuilt for minutes and then could not save (#1644, #1031). os.access is stood in for
     # because the tests may run as root, who may write anywhere.
-    import edge.tensorrt.build as tensorrt_backend
+    import edge.tensorrt.build as tensorrt_build
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
     monkeypatch.setitem(sys.modules, "polygraphy", types.SimpleNamespace())  # a build would fail on this stand-in
-    monkeypatch.setattr(tensorrt_backend, "gpu_identity", lambda: ("Orin", "8.7"))
-    monkeypatch.setattr(tensorrt_backend.os, "access", lambda path, mode: Path(path) != folder)
+    monkeypatch.setattr(tensorrt_build, "gpu_identity", lambda: ("Orin", "8.7"))
+    monkeypatch.setattr(tensorrt_build.os, "access", lambda path, mode: Path(path) != folder)
     before = _snapshot(folder)
     with pytest.raises(EdgeError, match=rf"^{folder}: this user cannot write here, .*\(not built yet\)"):
         build_engine(folder, "fp16")
