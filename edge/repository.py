@@ -2,7 +2,7 @@
 `edge show`, and removed whole or in part by `edge rm`.
 
 A folder holds its precision variants (model.onnx, model.fp16.onnx, model.int8.onnx), its calibration
-(calibration.cache, calibration.json) and TensorRT engines with their sidecars (edge/engine.py). An engine is
+(calibration.cache, calibration.json) and TensorRT engines with their sidecars (edge/tensorrt/build.py). An engine is
 "current" when this machine's GPU and TensorRT built it and every file it was built from is unchanged; without
 TensorRT here, the sidecar still tells what it was built for and whether its sources changed since.
 """
