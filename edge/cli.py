@@ -29,7 +29,7 @@ from .preprocess import load_image_for
 from .runtime import systemd
 from .runtime.options import RUN_OPTIONS
 from .runtime.sinks import annotation_paths, write_annotated
-from .runtime.sources import image_paths
+from .runtime.sources import image_paths, redact
 from .tensorrt.build import build_engine
 from .tensorrt.calibration_cache import DEFAULT_TENSORRT
 from .words import plural
@@ -506,6 +506,13 @@ VERBS = {
 }
 
 
+def _warn_of_credentials_in_argv(uri: str | None) -> None:
+    if uri and redact(uri) != uri and "${" not in uri:
+        print("edge: warning: --input holds a credential, which every user of this machine can read in the process "
+              "list: write it as ${NAME} and set NAME in the environment, or (edge run) put the input in the --config "
+              "file (docs/service.md, \"Credentials\")", file=sys.stderr)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """edge's parser, and each verb's by name."""
     parser = argparse.ArgumentParser(prog="edge", description=edge.__doc__.strip())
@@ -527,6 +534,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    _warn_of_credentials_in_argv(getattr(args, "input", None))
     try:
         return VERBS[args.verb][1](args)
     except EdgeError as e:

@@ -51,7 +51,7 @@ from .model import Model
 from .runtime.executors import make_executor
 from .runtime.loop import Loop
 from .runtime.sinks import Results
-from .runtime.sources import open_source
+from .runtime.sources import open_source, redact
 from .words import plural
 
 SCHEMA = "edge.profile/1"
@@ -474,8 +474,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     finally:
         summary, telemetry_note = sampler.stop() if sampler is not None else (None, "not asked for")
 
-    result = Profile(model.card.name, input_uri, frame_size, backend, workers, frames, warmup, path, note, runs, device,
-                     summary, telemetry_note)
+    result = Profile(model.card.name, redact(input_uri), frame_size, backend, workers, frames, warmup, path, note, runs,
+                     device, summary, telemetry_note)
     result.recommendation = recommend(result)
     return result
 

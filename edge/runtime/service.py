@@ -108,8 +108,7 @@ class Runner:
                 self.loop = None
                 self.started = self.started or watchdog.ready
                 if server is not None:
-                    server.shutdown()
-                    server.server_close()
+                    server.close()
                 metrics.close()
                 for sink in sinks:
                     sink.close()

@@ -6,6 +6,9 @@ the table in docs/service.md are all made from it (schemes_help, schemes_table; 
 csi://N, gst://PIPELINE, v4l2:///dev/videoN (or /dev/videoN), the network streams (rtsp://, http://, ...), file://
 or a plain path (a video, an image, a folder, a glob) and test://, a generated pattern.
 
+${NAME} anywhere in a URI is read from the environment variable NAME, so that a password need not be on the
+command line; wherever a URI is shown, redact() hides its credentials.
+
 Live sources (cameras, streams, test://) produce frames at their own pace; the loop keeps only the latest.
 Files and folders are read as fast as the loop takes them and never drop a frame.
 
@@ -23,8 +26,10 @@ import grp
 import logging
 import os
 import re
+import socket
 import stat
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 # A network stream that delivers nothing for this long is treated as failed and reopened.
 STREAM_TIMEOUT_MS = 5000
+STREAM_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}  # when the URI names none
+PROBE_TIMEOUT_S = 2.0  # connecting to a stream's server to say why it did not open
+# Query parameters and GStreamer properties whose value is a credential, by a part of their name.
+_SECRET_VALUE = re.compile(r"(?i)((?:^|[?&;\s])[\w.-]*(?:token|key|pass|pw|auth|secret|sig|cred)[\w.-]*=)[^&;#\s]*")
+
+# FFmpeg logs each failed connection itself, on every retry, past edge's throttled log (about 720 lines an hour
+# while a camera is down); NetworkStream says why instead. OpenCV reads this when its FFmpeg backend first starts.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 log = logging.getLogger("edge")
 
@@ -176,6 +189,17 @@ class Capture(Source):
             self.capture = None
 
 
+class NetworkStream(Capture):
+    """A network stream through OpenCV's FFmpeg backend, whose failures to open say why (FFmpeg's own log
+    lines are silenced at the top of this module: they would bypass edge's throttled log on every retry)."""
+
+    def open(self) -> None:
+        try:
+            super().open()
+        except SourceError as e:
+            raise SourceError(f"{e}: {_why_unreachable(self.target)}") from None
+
+
 class ImageFiles(Source):
     """A folder's images or a glob's matches, in sorted order. A file that cannot be read, decoded, or is over the
     pixel budget (edge/imagefile.py) is skipped, counted and logged."""
@@ -286,28 +310,69 @@ def image_paths(uri: str) -> list[Path] | None:
 
 
 def redact(uri: str) -> str:
-    """The URI with its password, if any, replaced by ***: what is shown goes to logs, systemd's STATUS and
-    /metrics, and a camera's rtsp://user:password@host must not."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+    """The URI as it may be shown (logs, systemd's STATUS, /healthz, /metrics, JSON): its user information
+    (user:password@, or a token@) and the values of credential-like parameters (token=, access_token=, key=,
+    password=, auth=, sig=, a GStreamer user-pw=...) replaced by ***. A password may hold '@' or '/' unescaped,
+    so everything from :// to the last '@' counts as user information: an '@' further on hides too much, never
+    too little."""
+    uri = re.sub(r"(?s)(?<=://)(?!/).*@", "***@", uri, count=1)
+    return _SECRET_VALUE.sub(r"\1***", uri)
 
 
-def _open_test(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
+def expand_environment(uri: str) -> str:
+    """${NAME} in an input URI replaced by the environment variable NAME: how a credential reaches edge without
+    being on its command line, which every user of the machine can read (/proc/PID/cmdline)."""
+    def value(match: re.Match) -> str:
+        if match.group(1) not in os.environ:
+            raise EdgeError(f"{redact(uri)}: ${{{match.group(1)}}} is not set in the environment")
+        return os.environ[match.group(1)]
+
+    return re.sub(r"\$\{(\w+)\}", value, uri)
+
+
+def _why_unreachable(url: str) -> str:
+    """Why a network stream may not have opened, found by connecting to its server (FFmpeg's own reasons are
+    silenced): refused, no answer, no such host; else the server answers and the stream itself is at fault."""
+    scheme, _, rest = url.partition("://")
+    user_information, _, after = rest.rpartition("@")
+    if re.search(r"[/?#]", user_information):  # FFmpeg ends the host part at the first of them, as RFC 3986 does
+        return "a '/', '?' or '#' in the user information (password) must be written %2F, %3F or %23"
+    authority = re.split(r"[/?#]", after, maxsplit=1)[0]
+    try:
+        parts = urllib.parse.urlsplit("//" + authority)
+        host, port = parts.hostname, parts.port or STREAM_PORTS.get(scheme.lower())
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        return "no stream arrived"  # udp:// and srt:// have no server to ask
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except socket.gaierror:
+        return f"no such host {host}"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {PROBE_TIMEOUT_S:g} s"
+    except OSError as e:  # connection refused, no route to host, network is unreachable
+        return (e.strerror or str(e)).lower()
+    return f"{host}:{port} answers but sends no stream (check the path and the credentials)"
+
+
+def _open_test(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
     return TestPattern(uri, width or 640, height or 480, 30.0 if fps is None else fps)
 
 
-def _open_csi(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
+def _open_csi(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
     if not rest.isdigit():
         raise EdgeError(f"{uri}: expected csi://N, N the camera's sensor id")
     _require_gstreamer(uri)
     return Capture(uri, csi_pipeline(int(rest), width or 1280, height or 720, fps or 30), cv2.CAP_GSTREAMER, live=True)
 
 
-def _open_gst(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
-    _require_gstreamer(uri)
-    return Capture(uri, rest, cv2.CAP_GSTREAMER, live=True)
+def _open_gst(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    _require_gstreamer(shown)
+    return Capture(shown, rest, cv2.CAP_GSTREAMER, live=True)
 
 
-def _open_v4l2(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
+def _open_v4l2(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
     if not rest.startswith("/dev/"):
         raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
     if not os.path.exists(rest):  # a camera unplugged later is retried; one never there is a mistake
@@ -316,12 +381,12 @@ def _open_v4l2(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
     return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
 
 
-def _open_stream(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
+def _open_stream(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
     timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
-    return Capture(redact(uri), uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
+    return NetworkStream(shown, uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
 
 
-def _open_path(uri: str, rest: str, width, height, fps, loop: bool) -> Source:
+def _open_path(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
     path = rest if uri.lower().startswith("file://") else uri
     images = image_paths(path)
     if images is not None:
@@ -344,7 +409,7 @@ class Scheme:
     short: str  # for --help, after `written`; may be empty
     how: str  # how it is read (docs/service.md)
     live: bool  # frames at the source's own pace, the latest kept; else every frame, never dropped
-    open: Callable[..., Source]  # (uri, the rest after "://", width, height, fps, loop) -> Source
+    open: Callable[..., Source]  # (uri, uri as shown, the rest after "://", width, height, fps, loop) -> Source
 
 
 SCHEMES = (
@@ -383,11 +448,12 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
                 loop: bool = False) -> Source:
     """The Source for an input URI. Width, height and fps request a camera's mode and size test://;
     files, folders and streams keep their own. `loop` starts files and folders over at their end."""
+    shown, uri = redact(uri), expand_environment(uri)
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower() if sep else ""
     if not scheme and is_camera_node(uri):  # jetson-inference's habit: `--input /dev/video0`
         scheme, rest = "v4l2", uri
     if scheme not in _BY_NAME:
         known = ", ".join(name for s in SCHEMES for name in s.names if name)
-        raise EdgeError(f"{uri}: unknown input scheme {scheme}:// ({known}, or a path)")
-    return _BY_NAME[scheme].open(uri, rest, width, height, fps, loop)
+        raise EdgeError(f"{shown}: unknown input scheme {scheme}:// ({known}, or a path)")
+    return _BY_NAME[scheme].open(uri, shown, rest, width, height, fps, loop)

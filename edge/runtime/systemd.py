@@ -33,6 +33,7 @@ log = logging.getLogger("edge")
 
 UNIT_PATH = Path("/etc/systemd/system/edge.service")
 CONFIG_PATH = Path("/etc/edge/edge.toml")
+CONFIG_MODE = 0o640  # owner root, group edge: the service reads it, no other user may (a camera's password)
 STATE_DIR = Path("/var/lib/edge")
 SERVICE_USER = "edge"
 DEVICE_GROUPS = ("video", "render", "jtop")  # camera and GPU device nodes; jetson-stats' socket
@@ -223,12 +224,17 @@ def render_unit(exec_start: str | None = None, groups: list[str] | None = None) 
 
 
 def _plan() -> list[list[str]]:
+    """The group and user the unit names (the group also owns the configuration), then reload and enable."""
     commands = []
+    try:
+        grp.getgrnam(SERVICE_USER)
+    except KeyError:
+        commands.append(["groupadd", "--system", SERVICE_USER])
     try:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        commands.append(["useradd", "--system", "--user-group", "--home-dir", str(STATE_DIR), "--no-create-home",
-                         "--shell", "/usr/sbin/nologin", SERVICE_USER])
+        commands.append(["useradd", "--system", "--gid", SERVICE_USER, "--home-dir", str(STATE_DIR),
+                         "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER])
     return commands + [["systemctl", "daemon-reload"], ["systemctl", "enable", "edge.service"]]
 
 
@@ -276,18 +282,23 @@ def install(dry_run: bool) -> int:
         print(unit, end="")
         steps = [f"would run: {' '.join(command)}" for command in _plan()]
         # in the order install takes them: the files are written before systemd reloads and enables the unit
-        steps.insert(-2, f"would write: {UNIT_PATH}" + (f", {CONFIG_PATH} (example)" if write_config else ""))
+        steps[-2:-2] = ([f"would write: {CONFIG_PATH} (the example)"] if write_config else []) + [
+            f"would set: {CONFIG_PATH} to mode {CONFIG_MODE:04o}, owner root:{SERVICE_USER}",
+            f"would write: {UNIT_PATH}"]
         if problem := missing_model():
             steps.append(f"edge: warning: {problem}")
         print("\n".join(steps), file=sys.stderr)
         return 0
     _systemd_ready()
-    for command in _plan()[:-2]:  # the user first: the unit names it
+    for command in _plan()[:-2]:  # the group and user first: the configuration and the unit name them
         _run(command)
     if write_config:
         CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(CONFIG_PATH, render_config())
+        atomic_write_text(CONFIG_PATH, render_config())  # the example holds no credentials while it is 0644
         log.info("wrote %s (the example: edit model and input)", CONFIG_PATH)
+    os.chmod(CONFIG_PATH, CONFIG_MODE)
+    os.chown(CONFIG_PATH, 0, grp.getgrnam(SERVICE_USER).gr_gid)
+    log.info("%s: mode %04o, owner root:%s", CONFIG_PATH, CONFIG_MODE, SERVICE_USER)
     atomic_write_text(UNIT_PATH, unit)
     log.info("wrote %s", UNIT_PATH)
     for command in _plan()[-2:]:
