@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EdgeError
-from ..model import softmax
-from ..preprocess import preprocess
 
 log = logging.getLogger("edge")
 
@@ -202,27 +200,6 @@ class TritonBackend:
             raise EdgeError(f"triton {self.endpoint.address}/{self.endpoint.model} takes camera frames; "
                             "`edge run` sends them (name the model alone, its _onnx, to send preprocessed batches)")
         return self.receive(self.send(batch))
-
-
-class TritonExecutor:
-    """The camera loop's data path through a Triton server (loop.py's executor interface): `preprocess` sends the
-    batch (the frames, or the batch preprocessed here when the server's model takes float32) and `compute`
-    collects the answer, IN_FLIGHT batches apart, so that the round trip overlaps the next batches' capture."""
-
-    in_flight = IN_FLIGHT
-
-    def __init__(self, model):
-        self.model, self.backend = model, model.backend
-
-    def preprocess(self, images: list[np.ndarray]) -> list[Future]:
-        if self.backend.raw_frames:
-            return self.backend.send(images)
-        return self.backend.send(np.stack([preprocess(image, self.model.preprocess) for image in images]))
-
-    def compute(self, sent: list[Future]) -> np.ndarray:
-        output = self.backend.receive(sent)
-        output = output.reshape(len(output), -1).astype(np.float32, copy=False)
-        return output if self.model.card.probabilities else softmax(output)
 
 
 def _unavailable(error: Exception) -> bool:

@@ -23,13 +23,12 @@ import numpy as np
 
 from ..errors import EdgeError
 from ..files import atomic_write_text, staged_folder
-from ..model import PRECISION_FILES, Card, find_model_folder, read_labels
+from ..folder import CALIBRATION_CACHE, FP32, Card, find_model_folder, read_labels
 from .triton import plans_by_compute_capability
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer's network-mode
 COLOR_FORMAT = {"rgb": 0, "bgr": 1, "gray": 2}  # nvinfer's model-color-format
 LABELS = "labels_nvinfer.txt"
-CALIBRATION_CACHE = "calibration.cache"
 
 
 def nvinfer_properties(card: Card, precision: str, batch: int, engine: str) -> tuple[dict[str, str], list[str]]:
@@ -103,7 +102,7 @@ def export_deepstream(model: str, out: Path, precision: str = "fp32", batch: int
         warnings.append("labels with ';' in them: written with ',' in its place (';' separates nvinfer's labels)")
     config = out / card.name / f"config_infer_{card.name}.txt"
     with staged_folder(config.parent, replace=True) as staging:
-        shutil.copy2(folder / PRECISION_FILES["fp32"], staging / "model.onnx")
+        shutil.copy2(folder / FP32.onnx, staging / "model.onnx")
         if precision == "int8":
             shutil.copy2(calibration, staging / CALIBRATION_CACHE)
         if plans:

@@ -22,12 +22,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
-from ..engine import ENGINE_SUFFIX, read_sidecar
 from ..errors import EdgeError
 from ..files import atomic_write_text, staged_folder
-from ..model import CARD, MEAN_IMAGE, PRECISION_FILES, Card, find_model_folder, read_labels
+from ..folder import (
+    CARD,
+    MEAN_IMAGE,
+    Card,
+    find_model_folder,
+    graph_tensors,
+    load_onnx,
+    missing_file_hint,
+    precision_named,
+    read_labels,
+)
+from ..tensorrt.build import ENGINE_SUFFIX, read_sidecar
 from .triton_python import FRAME
 
 SERVE_WITH = ("onnx", "plan", "python")
@@ -67,15 +75,6 @@ def config_pbtxt(name: str, kind: str, max_batch: int, inputs: list[Tensor], out
     return "\n".join(lines) + ("\n" + extra if extra else "") + "\n"
 
 
-def _graph_output_dims(onnx_path: Path, output_name: str) -> list[int]:
-    """The output's sizes in the graph, the batch axis included; -1 where symbolic."""
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    for value in graph.output:
-        if value.name == output_name:
-            return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-    raise EdgeError(f"{onnx_path}: no output {output_name!r}")
-
-
 def plans_by_compute_capability(folder: Path, precision: str) -> tuple[dict[str, str], list[str]]:
     """{compute capability: engine file} of the engines built at `precision`, the newest where one GPU has
     several (each TensorRT version's); and warnings naming those left out."""
@@ -104,13 +103,12 @@ def export_triton(model: str, repo_out: Path, max_batch: int = 8, instances: int
     if max_batch < 1 or instances < 1 or version < 1:
         raise EdgeError(f"--max-batch, --instances and --version must be 1 or more, not {max_batch}, {instances}, "
                         f"{version}")
-    if precision not in PRECISION_FILES:
-        raise EdgeError(f"precision must be one of {', '.join(PRECISION_FILES)}, not {precision!r}")
+    variant = precision_named(precision)
     folder = find_model_folder(model, repo)
     card = Card.read(folder)
-    onnx_path = folder / PRECISION_FILES[precision]
+    onnx_path = folder / variant.onnx
     if not onnx_path.is_file():
-        raise EdgeError(f"{onnx_path}: no {precision} variant to export")
+        raise EdgeError(f"{onnx_path}: no {precision} variant to export; {missing_file_hint(folder, variant.onnx)}")
     plans, warnings = plans_by_compute_capability(folder, precision)
     for engine in plans.values():  # Triton sends the plan batches up to max_batch_size; its profile must take them
         profile = ((read_sidecar(folder / engine) or {}).get("flags") or {}).get("batch_profile")
@@ -125,7 +123,10 @@ def export_triton(model: str, repo_out: Path, max_batch: int = 8, instances: int
     batched = card.batch == 0
     max_batch_size = max_batch if batched else 0
     batch_axis = [] if batched else [card.batch]
-    output_dims = _graph_output_dims(onnx_path, card.output_name)[1:]
+    _, outputs = graph_tensors(load_onnx(onnx_path))
+    if card.output_name not in outputs:
+        raise EdgeError(f"{onnx_path}: no output {card.output_name!r}, the card's")
+    output_dims = [-1 if d is None else d for d in outputs[card.output_name][0][1:]]  # -1: symbolic
     model_input = Tensor(card.input_name, "TYPE_FP32", batch_axis + list(card.input_shape))
     model_output = Tensor(card.output_name, "TYPE_FP32", batch_axis + output_dims, labels=bool(card.labels))
     frames = Tensor(FRAME, "TYPE_UINT8", batch_axis + [-1, -1, 3])

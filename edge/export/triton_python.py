@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeError
-from ..model import Card, Model
+from ..folder import Card
+from ..model import Model
 from ..preprocess import preprocess
 
 FRAME = "frame"  # camera frames in: uint8 HWC BGR, any size (the preprocessing model's and the ensemble's input)
