@@ -8,15 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from edge import files
 from edge.cli import main
 from edge.folder import PRECISIONS
 
-from tiny_models import tiny_classifier
+from tiny_models import tiny_classifier, tiny_images
 
 EDGE = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -36,12 +34,7 @@ def folder(tmp_path) -> Path:
 
 @pytest.fixture
 def images(tmp_path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(2):
-        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 256, (10, 12, 3), dtype=np.uint8))
-    return folder
+    return tiny_images(tmp_path / "images")
 
 
 def test_fp16_run_during_calibrates_swap_keeps_both_files(folder, images, monkeypatch, onnxruntime_calibrates):
