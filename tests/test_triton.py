@@ -335,7 +335,7 @@ def test_a_wrong_triton_backend_is_one_line(tiny, served):
 
 
 def test_four_clients_are_batched_together_by_the_server(tiny, repo, tmp_path):
-    import tritonclient.http as client
+    client = pytest.importorskip("tritonclient.http", reason="needs tritonclient (pip install -e '.[triton]')")
 
     served = TritonServer(repo, tmp_path / "server", ["tiny"]).start()  # its statistics this test's alone
     video = write_video(tmp_path / "clip.avi", 150)
