@@ -8,6 +8,7 @@ graph it cannot load is refused in one line naming the file and OpenCV's version
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,10 +25,14 @@ if TYPE_CHECKING:
 
 class OpenCvDnnBackend:
     def __init__(self, onnx_path: Path, card: Card):
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the refusal below says it in one line
         try:
             self.net = cv2.dnn.readNetFromONNX(str(onnx_path))
         except cv2.error as e:
             raise EdgeError(f"{onnx_path}: OpenCV DNN {cv2.__version__} cannot load it: {_reason(e)}") from None
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.fixed_batch = card.batch
@@ -48,6 +53,7 @@ class OpenCvDnnBackend:
 
 
 def _reason(error: cv2.error) -> str:
-    """OpenCV's message without its `OpenCV(4.x) /path/file.cpp:123: error: (-2:Unspecified error)` prefix."""
-    text = first_line(error)
-    return text.rsplit(" error: ", 1)[-1]
+    """The innermost of OpenCV's nested messages (`... error: (-2:Unspecified error) Can't create layer "y" of type
+    "Hardmax" in function ...`), which names the layer; the first line when none says more."""
+    said = [m for m in re.findall(r"error: \(-?\d+:[^)]*\) (.*?) in function", str(error)) if m.strip()]
+    return said[-1] if said else first_line(error)
