@@ -86,11 +86,12 @@ class Row:
     file_bytes: int | None = None
     memory_bytes: int | None = None
     models: dict[int, Model] = field(default_factory=dict)  # workers -> the model loaded for that many runs at once
-    executors: dict[tuple[int, int], object] = field(default_factory=dict)  # (workers, batch) -> the runtime's
+    executors: dict[tuple[int, int], object] = field(default_factory=dict)  # (workers, batch) -> executor
     score: Score | None = None
     groups: GroupScore | None = None
     left_out: int = 0
-    latency: dict[int, dict[str, list]] = field(default_factory=dict)  # batch -> inference/frame ms per round
+    # batch -> one (inference ms, whole-frame ms) pair of lists per round
+    latency: dict[int, list[tuple[list[float], list[float]]]] = field(default_factory=dict)
     throughput: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (batch, workers) -> img/s
     compared: bool = False  # its accuracy has an agreement with the model's FP32 ONNX Runtime row
     pareto: bool = False
@@ -695,24 +696,36 @@ def write_report(path: Path, text: str) -> None:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Top-1 against whole-frame p50 latency (first batch size), one point per row; the Pareto front joined."""
+    """Top-1 against whole-frame p50 latency (first batch size), one point per row: a colour per model, a marker
+    per backend, the precision beside it; the Pareto front joined, its rows named."""
     from .profiler import pyplot, write_figure
 
     plt = pyplot()
     batch = str(result["batches"][0])
-    points = [(row["latency"][batch]["frame"]["p50_ms"], row["accuracy"]["top1"] * 100, row)
-              for row in result["rows"] if row["status"] == "ok" and row["accuracy"] and row["latency"]]
+    ran = [row for row in result["rows"] if row["status"] == "ok" and row["accuracy"] and row["latency"]]
+    models = list(dict.fromkeys(row["model"] for row in ran))
+    markers = dict(zip(BACKENDS, "osD^"))
     figure, axes = plt.subplots(figsize=(9, 6))
-    for latency, accuracy, row in points:
-        axes.scatter(latency, accuracy, color="tab:red" if row["pareto"] else "tab:blue", zorder=3)
-        axes.annotate(f"{row['model']} {row['precision']} {row['backend']}", (latency, accuracy), fontsize=7,
-                      xytext=(4, 2), textcoords="offset points")
-    front = sorted((latency, accuracy) for latency, accuracy, row in points if row["pareto"])
+    for row in ran:
+        x, y = row["latency"][batch]["frame"]["p50_ms"], row["accuracy"]["top1"] * 100
+        axes.scatter(x, y, color=plt.get_cmap("tab10")(models.index(row["model"]) % 10),
+                     marker=markers[row["backend"]], edgecolors="black" if row["pareto"] else "none", zorder=3)
+        name = f"{row['model']} {row['precision']} {row['backend']}" if row["pareto"] else row["precision"]
+        axes.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = sorted((row["latency"][batch]["frame"]["p50_ms"], row["accuracy"]["top1"] * 100)
+                   for row in ran if row["pareto"])
     if front:
-        axes.step(*zip(*front), where="post", color="tab:red", label="Pareto front")
-        axes.legend(loc="lower right")
-    axes.set_xlabel(f"whole frame, p50 (ms, batch {batch})")
+        axes.step(*zip(*front), where="post", color="black", linewidth=0.8, label="Pareto front")
+    for k, model in enumerate(models):
+        axes.scatter([], [], color=plt.get_cmap("tab10")(k % 10), label=model)
+    for backend in dict.fromkeys(row["backend"] for row in ran):
+        axes.scatter([], [], color="grey", marker=markers[backend], label=backend)
+    axes.legend(loc="best", fontsize="small")
+    axes.set_xscale("log")
+    axes.set_xlabel(f"whole frame, p50 (ms, batch {batch}, log scale)")
     axes.set_ylabel("top-1 (%)")
-    axes.set_title(f"edge bench, {result['machine']['cpu']}, {result['date']}", fontsize=9)
+    axes.set_title(f"edge bench: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['date']}",
+                   fontsize=9)
     axes.grid(True, alpha=0.3)
+    figure.tight_layout()
     write_figure(figure, path)
