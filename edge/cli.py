@@ -125,9 +125,13 @@ def cmd_import(args) -> int:
 def add_classify(sub) -> None:
     p = sub.add_parser("classify", help="top-k labels for images")
     _model_flags(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG, PNG, BMP, TIFF, WebP or PNM files "
-                   "of up to $EDGE_MAX_IMAGE_PIXELS (default: 100 megapixels)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="JPEG, PNG, BMP, TIFF, WebP or PNM files of up to $EDGE_MAX_IMAGE_PIXELS (default: 100 "
+                   "megapixels), folders of them, or globs such as 'shots/*.jpg'")
     p.add_argument("--top", type=_positive, default=5, help="labels per image (default: 5)")
+    p.add_argument("--annotate", type=Path, metavar="OUT",
+                   help="also write each image with its top classes drawn: to OUT for one image, else into the "
+                   "folder OUT under the image's own name")
     p.add_argument("--oversample", action="store_true", help="average Caffe's 10 crops (corners, centre, mirrored)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
 
@@ -135,19 +139,24 @@ def add_classify(sub) -> None:
 def cmd_classify(args) -> int:
     from .model import Model
     from .preprocess import load_image_for
+    from .runtime.sinks import annotation_paths, write_annotated
+    from .runtime.sources import image_paths
 
+    paths = [path for argument in args.images for path in (image_paths(argument) or [Path(argument)])]
     model = Model.load(args.model, args.repo, args.backend, args.precision)
-    # every file is checked before any inference
-    images = [load_image_for(path, model.preprocess) for path in args.images]
+    images = [load_image_for(path, model.preprocess) for path in paths]  # every file checked before any inference
+    annotations = annotation_paths(paths, args.annotate) if args.annotate else None
     if args.oversample:
         results = [model.classify(image, args.top, oversampled=True) for image in images]
     else:
         results = model.classify_batch(images, args.top)
+    for image, top, annotation in zip(images, results, annotations or []):
+        write_annotated(image, [f"{p.probability:6.2%} {p.label}" for p in top], annotation)  # as imagenet draws
     if args.json:
         print(json.dumps({"model": model.card.name, "results": [
-            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(args.images, results)]}))
+            {"image": str(path), "top": [p.to_dict() for p in top]} for path, top in zip(paths, results)]}))
         return 0
-    for path, top in zip(args.images, results):
+    for path, top in zip(paths, results):
         print(path)
         for p in top:
             print(f"  {p.probability:7.4f}  {p.class_id:5d}  {p.label}")
@@ -406,6 +415,110 @@ def _names(text: str, flag: str) -> tuple[str, ...]:
         raise EdgeError(f"{flag} names nothing ({text!r})")
     return names
 
+# --- list, show, rm ---------------------------------------------------------------------------------------
+
+def add_list(sub) -> None:
+    p = sub.add_parser("list", help="the models in the repository: variants, calibration, engines, sizes",
+                       description="Each engine is marked current when this machine's GPU and TensorRT built it "
+                       "and the files it was built from are unchanged; otherwise it says why not.")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+
+
+def cmd_list(args) -> int:
+    from .model import repo_folder
+    from .repository import contents, describe_contents, model_folders, size_text, this_machine
+
+    folders = model_folders(args.repo)
+    if not folders:
+        print(f"no models in {repo_folder(args.repo)}")
+        return 0
+    machine = this_machine()
+    for folder in folders:
+        found = contents(folder, machine)
+        print(f"{folder.name}  ({size_text(found.size)}, {folder})")
+        for line in describe_contents(found):
+            print(f"  {line}")
+    return 0
+
+
+def add_show(sub) -> None:
+    p = sub.add_parser("show", help="a model's card in words: input, preprocessing, labels, sources, variants")
+    _model_folder_flags(p)
+
+
+def cmd_show(args) -> int:
+    from .model import Card, find_model_folder
+    from .repository import contents, describe_card, describe_contents, size_text, this_machine
+
+    folder = find_model_folder(args.model, args.repo)
+    card = Card.read(folder)
+    found = contents(folder, this_machine())
+    print(f"{card.name}  ({size_text(found.size)}, {folder})")
+    for line in describe_card(card, folder) + describe_contents(found):
+        print(line)
+    return 0
+
+
+def add_rm(sub) -> None:
+    p = sub.add_parser("rm", help="remove a model folder, or only its TensorRT engines")
+    _model_folder_flags(p)
+    p.add_argument("--engines-only", action="store_true",
+                   help="remove the engines, their sidecars and timing caches, keeping the model (`edge build` "
+                   "makes them again)")
+
+
+def cmd_rm(args) -> int:
+    from .repository import remove
+
+    removed = remove(args.model, args.repo, args.engines_only)
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print(f"{args.model}: no engines to remove")
+    return 0
+
+
+# --- zoo -------------------------------------------------------------------------------------------------
+
+def add_zoo(sub) -> None:
+    p = sub.add_parser("zoo", help="published models by name: list them, or pull one (download, check, import)",
+                       description="The zoo's checksums are the authority: a file from the entry's URL, a mirror "
+                       "(--url) or a local copy (--file) is imported only when it matches (docs/zoo.md).")
+    actions = p.add_subparsers(dest="zoo_action", required=True, metavar="ACTION", help="list or pull")
+    actions.add_parser("list", help="the models, their input, preprocessing and published accuracy")
+    pull = actions.add_parser("pull", help="download (resuming a broken download), check the checksum, import")
+    pull.add_argument("name", help="a name from `edge zoo list`")
+    pull.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    where = pull.add_mutually_exclusive_group()
+    where.add_argument("--url", help="download from this mirror instead of the entry's URL")
+    where.add_argument("--file", type=Path, help="a local copy of the file, instead of downloading it")
+    pull.add_argument("--labels", type=Path, help="one label a line in class order; for the ImageNet models, "
+                      "synset_words.txt (1000 ILSVRC-2012 classes; edge ships none)")
+    pull.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+
+def cmd_zoo(args) -> int:
+    from .importer import discarded_by_import
+    from .model import repo_folder
+    from .zoo import find_entry, load_zoo, pull
+
+    if args.zoo_action == "list":
+        print(f"{'name':24} {'format':6} {'input':14} {'top-1':>6} {'top-5':>6}  preprocessing")
+        for entry in load_zoo().values():
+            top1, top5 = (f"{entry.accuracy[k]:g}" if k in entry.accuracy else "-" for k in ("top1", "top5"))
+            inputs = f"{entry.card['input']} {entry.card['layout']}"
+            print(f"{entry.name:24} {entry.kind:6} {inputs:14} {top1:>6} {top5:>6}  {entry.describe_preprocessing()}")
+        return 0
+    discarded = discarded_by_import(repo_folder(args.repo) / args.name) if args.force else None
+    folder = pull(args.name, args.repo, args.url, args.file, args.labels, args.force)
+    if discarded:  # as `edge import --force` says it
+        print(f"edge: {folder}: replaced; discarded {discarded}", file=sys.stderr)
+    if args.labels is None and find_entry(args.name).labels:
+        print(f"edge: note: {folder}: imported without labels, so classes print as numbers; pull again with "
+              "--force --labels synset_words.txt to name them", file=sys.stderr)
+    print(folder)
+    return 0
+
 
 VERBS = {
     "import": (add_import, cmd_import),
@@ -419,13 +532,19 @@ VERBS = {
     "profile": (add_profile, cmd_profile),
     "bench": (add_bench, cmd_bench),
     "info": (add_info, cmd_info),
+    "zoo": (add_zoo, cmd_zoo),
+    "list": (add_list, cmd_list),
+    "show": (add_show, cmd_show),
+    "rm": (add_rm, cmd_rm),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     from . import __doc__ as product
+    from . import __version__
 
     parser = argparse.ArgumentParser(prog="edge", description=product.strip())
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)

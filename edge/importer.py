@@ -191,8 +191,11 @@ def discarded_by_import(folder: Path) -> str | None:
 
 def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-                 options: PreprocessOptions | None = None, force: bool = False) -> Path:
-    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder."""
+                 options: PreprocessOptions | None = None, force: bool = False, origin: dict | None = None) -> Path:
+    """Import an ONNX model (`model.onnx`) or a Caffe one (`deploy.prototxt` + weights); returns the folder.
+
+    `origin` is recorded in the card's source as it is: where the files came from (`edge zoo pull` names the
+    zoo entry, the URL and the published checksums)."""
     src = Path(src)
     options = options or PreprocessOptions()
     if options.std is not None and options.scale is not None:
@@ -255,6 +258,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
             "imported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "edge_version": __version__,
             "files": [{"role": role, "path": str(p.resolve()), "sha256": sha256_file(p)} for role, p in sources],
+            **({"origin": origin} if origin else {}),
         },
     )
     folder = repo_folder(repo) / name

@@ -10,14 +10,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def tiny_classifier(path: Path, classes: int = 4, size: int = 8, channels: int = 3, batch: int | str = "N",
-                    softmax: bool = False, nhwc: bool = False, seed: int = 0) -> Path:
+                    softmax: bool = False, nhwc: bool = False, seed: int = 0, input_name: str = "image") -> Path:
     """Conv 3x3 -> ReLU -> global average pool -> flatten -> Gemm (-> Softmax): the shape of a real classifier."""
     rng = np.random.default_rng(seed)
     shape = [batch, size, size, channels] if nhwc else [batch, channels, size, size]
     nodes = []
-    image = "image"
+    image = input_name
     if nhwc:
-        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Transpose", [input_name], ["image_nchw"], perm=[0, 3, 1, 2]))
         image = "image_nchw"
     nodes += [
         helper.make_node("Conv", [image, "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
@@ -37,7 +37,7 @@ def tiny_classifier(path: Path, classes: int = 4, size: int = 8, channels: int =
         numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        nodes, "tiny", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, classes])], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

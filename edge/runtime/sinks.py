@@ -166,6 +166,51 @@ class UdpSink:
         self.socket.close()
 
 
+def draw_text(image: np.ndarray, lines: list[str]) -> None:
+    """Lines of text in the top-left corner, in place, sized to the image: `edge run --annotate` draws the top
+    label of each frame, `edge classify --annotate` the top classes of each image."""
+    scale = max(image.shape[0] / 720, 0.4)
+    for i, text in enumerate(lines):
+        origin = (10, int(30 * scale * (i + 1)) + 5)
+        for color, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):  # a dark outline keeps it readable
+            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color,
+                        max(1, int(thickness * scale * 1.5)), cv2.LINE_AA)
+
+
+def annotation_paths(images: list[Path], out: Path) -> list[Path]:
+    """Where `edge classify --annotate OUT` writes each image: to OUT for one image (unless OUT is a folder),
+    else into the folder OUT (made if missing) under each image's own name. Checked before any image is
+    classified: an unwritable place or two images of the same name are found out first."""
+    from .sources import IMAGE_SUFFIXES
+
+    if len(images) == 1 and not out.is_dir():
+        if out.suffix.lower() not in IMAGE_SUFFIXES:
+            raise EdgeError(f"{out}: an annotated image is written as {', '.join(sorted(IMAGE_SUFFIXES))}")
+        if not out.parent.is_dir():
+            raise EdgeError(f"{out}: no folder {out.parent} to write the annotated image into")
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise EdgeError(f"{out}: {len(images)} annotated images go into a folder, and this is a file")
+    paths = [out / image.name for image in images]
+    if len(set(paths)) < len(paths):
+        twice = next(p for p in paths if paths.count(p) > 1)
+        raise EdgeError(f"{out}: two images would both be written as {twice.name}; annotate them separately")
+    out.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def write_annotated(image: np.ndarray, lines: list[str], path: Path) -> None:
+    """A copy of the image with the lines drawn on it, encoded by its suffix and written in one rename."""
+    from ..files import atomic_write_bytes
+
+    drawn = image.copy()
+    draw_text(drawn, lines)
+    ok, encoded = cv2.imencode(path.suffix, drawn)
+    if not ok:
+        raise EdgeError(f"{path}: OpenCV cannot encode {path.suffix} images")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
 class AnnotatedVideo:
     """Each classified frame with its top label (or top group) drawn, to a video file: a look at what the model
     sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's."""
@@ -192,11 +237,7 @@ class AnnotatedVideo:
             image = cv2.resize(image, self.size)
         best = (result.get("groups") or result["top"] or [None])[0]
         if best is not None:
-            text = f"{best.get('name') or best['label']} {best['probability']:.2f}"
-            scale = max(image.shape[0] / 720, 0.4)
-            for color, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):  # a dark outline keeps it readable
-                cv2.putText(image, text, (10, int(30 * scale) + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, color,
-                            max(1, int(thickness * scale * 1.5)), cv2.LINE_AA)
+            draw_text(image, [f"{best.get('name') or best['label']} {best['probability']:.2f}"])
         self.writer.write(image)
 
     def close(self) -> None:

@@ -222,7 +222,8 @@ def csi_pipeline(sensor: int, width: int, height: int, fps: float) -> str:
             "appsink drop=true max-buffers=1 sync=false")
 
 
-def _image_paths(uri: str) -> list[Path] | None:
+def image_paths(uri: str) -> list[Path] | None:
+    """A folder's images, a glob's matches or one image file, sorted; None when `uri` is none of these."""
     path = Path(uri)
     if path.is_dir():
         paths = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -273,7 +274,7 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
         raise EdgeError(f"{uri}: unknown input scheme {scheme}:// (csi, gst, v4l2, {', '.join(STREAM_SCHEMES)}, "
                         "file, test, or a path)")
     path = rest if scheme == "file" else uri
-    images = _image_paths(path)
+    images = image_paths(path)
     if images is not None:
         source: Source = ImageFiles(uri, images)
     else:
