@@ -236,23 +236,18 @@ def schedule(configurations: list, rounds: int) -> list[tuple[int, object]]:
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
-    """For (latency, accuracy) points: True where no other point is as fast and as accurate and better in one."""
-    front = [True] * len(points)
-    for i, (latency, accuracy) in enumerate(points):
-        for j, (other_latency, other_accuracy) in enumerate(points):
-            if j != i and other_latency <= latency and other_accuracy >= accuracy and \
-                    (other_latency < latency or other_accuracy > accuracy):
-                front[i] = False
-                break
-    return front
+    """For (latency, accuracy) points: True where no other point is as fast and as accurate, and better in one."""
+    def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return a[0] <= b[0] and a[1] >= b[1] and a != b
+
+    return [not any(dominates(other, point) for other in points) for point in points]
 
 
 def latency_stats(samples_ms: list[float]) -> dict:
     x = np.asarray(samples_ms, dtype=np.float64)
-    p25, p50, p75, p95, p99 = np.percentile(x, [25, 50, 75, 95, 99])
-    return {"min_ms": round(float(x.min()), 4), "mean_ms": round(float(x.mean()), 4), "p25_ms": round(float(p25), 4),
-            "p50_ms": round(float(p50), 4), "p75_ms": round(float(p75), 4), "p95_ms": round(float(p95), 4),
-            "p99_ms": round(float(p99), 4), "max_ms": round(float(x.max()), 4), "n": int(x.size)}
+    values = [x.min(), x.mean(), *np.percentile(x, [25, 50, 75, 95, 99]), x.max()]
+    names = ("min_ms", "mean_ms", "p25_ms", "p50_ms", "p75_ms", "p95_ms", "p99_ms", "max_ms")
+    return {name: round(float(v), 4) for name, v in zip(names, values)} | {"n": int(x.size)}
 
 
 # --- one batch -----------------------------------------------------------------------------------------------
@@ -403,7 +398,7 @@ def run_bench(models: list[str], label_list: Path, root: Path | None = None, rep
     group_table: dict[str, dict[str, np.ndarray]] = {}
     specs = {}  # model -> its preprocessing
     with contextlib.ExitStack() as gpu_scope:
-        for model in models:
+        for model in dict.fromkeys(models):  # a model named twice is benched once
             try:
                 folder = find_model_folder(model, repo)
                 card = Card.read(folder)
