@@ -717,6 +717,8 @@ def plot(result: dict, path: Path) -> None:
         axes.scatter([], [], color="grey", marker=markers[backend], label=backend)
     axes.legend(loc="best", fontsize="small")
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter("{x:g}")
+    axes.xaxis.set_minor_formatter("{x:g}")
     axes.set_xlabel(f"whole frame, p50 (ms, batch {batch}, log scale)")
     axes.set_ylabel("top-1 (%)")
     axes.set_title(f"edge bench: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['date']}",
