@@ -14,30 +14,15 @@ with its error, and the others go on. Rows are loaded as `edge eval`, `edge run`
     latency     per batch size, the inference alone and the whole frame (decode from memory, preprocess,
                 inference, top-5), one batch at a time, the model loaded as `edge profile --workers 1` loads it
                 (one run on every core). min / mean / p25 / p50 / p75 / p95 / p99 / max, warm-up excluded.
-    throughput  prepared batches through `workers` runs at once, for every batch size and worker setting the
-                backend offers (ONNX Runtime: 1 run on every core, or one single-threaded run per core); the best.
+    throughput  the loop of `edge run` (its executor, no sinks) over decoded frames in memory, for every batch
+                size and worker setting the backend offers (ONNX Runtime: one run on every core, or one
+                single-threaded run per core); the best.
 
 Latency and throughput are measured side by side: `rounds` rounds, each running every configuration once, in an
 order that rotates from round to round (schedule), so that a machine whose load changes cannot favour the row
 that ran first. The spread of a row's figures (p25 to p75, and the median of each round) says how noisy it was.
 
-JSON (`--json`), schema "edge.bench/1":
-    {"schema": "edge.bench/1", "date": str (ISO 8601, UTC), "machine": {"cpu": str, "cores": int, "flags": [str],
-     "load_average": [float, float]},        # 1-minute load average at the start and at the end
-     "list": str, "frames": int, "rounds": int, "batches": [int], "groups": str | null, "wall_s": float,
-     "rows": [{"model": str, "precision": str, "backend": str,
-               "status": "ok" | "skipped" | "failed", "reason": str, "command": str,   # reason, command: "" if ok
-               "file_mb": float | null, "memory_mb": float | null,  # resident memory added by loading the row
-               "accuracy": {"n", "top1", "top5", "top1_error", "top5_error",
-                            "top1_agreement", "max_probability_deviation",         # absent on the reference row
-                            "left_out": int,                                        # calibration images
-                            "groups": {name: {"n": int, "accuracy": float}},       # with --groups only
-                            "group_confidence": {"correct": float | null, "wrong": float | null}} | null,
-               "latency": {"<batch>": {"inference": STATS, "frame": STATS, "round_p50_ms": [float]}} | null,
-               "throughput": {"images_per_s": float, "batch": int, "workers": int,
-                              "all": [{"batch", "workers", "images_per_s"}]} | null,
-               "pareto": bool}]}      # on the accuracy / frame-latency Pareto front (first batch size)
-    STATS = {"min_ms", "mean_ms", "p25_ms", "p50_ms", "p75_ms", "p95_ms", "p99_ms", "max_ms", "n"}
+JSON (`--json`): schema "edge.bench/1", documented in docs/bench.md (the tests hold this module to it).
 """
 
 from __future__ import annotations
@@ -316,6 +301,9 @@ class Bench:
 
 
 def _row_dict(row: Row) -> dict:
+    """The row's figures; a row that failed part way shows none of them (only its error)."""
+    if not row.ok:
+        row.score, row.latency, row.throughput = None, {}, {}
     accuracy = None
     if row.score is not None and row.score.n:
         accuracy = row.score.to_dict(compared=row.compared) | {"left_out": row.left_out}
@@ -452,12 +440,12 @@ def _measure(result: Bench, running: list[Row], timing_items: list, items_of: di
     # Warm-up: every configuration runs before anything counts, and its last times give the estimate.
     warm: dict[tuple[int, int], tuple[float, float]] = {}  # (row, batch) -> (inference ms, frame ms)
     for row in running:
-        for b in batches:
-            try:
+        try:
+            for b in batches:
                 for batch in frames_of(b)[:WARMUP_BATCHES]:
                     warm[id(row), b] = time_frames(row, batch)
-            except Exception as e:  # noqa: BLE001 (one row's fault is its row's error)
-                row.fail(e, "warm-up")
+        except Exception as e:  # noqa: BLE001 (one row's fault is its row's error)
+            row.fail(e, "warm-up")
     running[:] = [row for row in running if row.ok]
     accuracy_runs = sum(len(items_of[row.model]) for row in running)
     units = [(row, b) for row in running for b in batches] + \

@@ -183,6 +183,30 @@ def test_a_model_that_fails_to_load_is_one_row_and_the_others_run(repo, label_li
     assert any("broken" in line for line in bench.not_run(result))
 
 
+# OpenCV's runs: 2 at loading (one per batch size), 3 at warm-up (2 at batch 1, 1 at batch 2), 12 in the accuracy
+# pass, then the timing rounds.
+@pytest.mark.parametrize(("runs_before", "during"), [(2, "warm-up"), (5, "img"), (17, "timing")])
+def test_a_row_that_fails_while_running_is_its_own_error(repo, label_list, monkeypatch, runs_before, during):
+    from edge.backends.opencv import OpenCvDnnBackend
+
+    real, calls = OpenCvDnnBackend.run, []
+
+    def failing_later(self, batch):
+        calls.append(len(batch))
+        if len(calls) > runs_before:
+            raise RuntimeError("the forward broke")
+        return real(self, batch)
+
+    monkeypatch.setattr(OpenCvDnnBackend, "run", failing_later)
+    rows = rows_by_key(quick(["alpha"], label_list, repo, precisions=("fp32",), batches=(1, 2)).to_dict())
+    opencv = rows["alpha", "fp32", "opencv"]
+    assert opencv["status"] == "failed" and during in opencv["reason"].split(": ")[0]
+    assert opencv["reason"].endswith("the forward broke")
+    assert opencv["accuracy"] is None and opencv["latency"] is None and opencv["throughput"] is None
+    assert rows["alpha", "fp32", "onnxruntime"]["status"] == "ok"
+    assert rows["alpha", "fp32", "onnxruntime"]["accuracy"]["n"] == 12
+
+
 def test_accuracy_agrees_with_edge_eval(repo, label_list):
     """Same preprocessing, same sessions, same images: the same counts, and the same agreement with FP32."""
     result = quick(["alpha"], label_list, repo, backends=("onnxruntime",)).to_dict()
