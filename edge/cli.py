@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from .errors import EdgeError
+from .words import plural
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -23,14 +25,24 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def _at_least(minimum: float, kind: type = int):
+    """The argparse type of a flag that takes a finite number no less than `minimum`: every verb's counts, sizes
+    and rates are checked by it, and `edge run`'s from the bounds in RUN_OPTIONS."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {noun} of at least {minimum:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -171,11 +183,13 @@ def add_eval(sub) -> None:
     p.add_argument("--list", required=True, type=Path, dest="label_list",
                    help="lines of `file class_id` (Caffe's val.txt)")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
-    p.add_argument("--precision", default="fp32", help="one or more of fp32,fp16,int8; the first is the reference")
+    p.add_argument("--precision", default="fp32",
+                   help="one or more of fp32,fp16,int8; the first is the reference (default: fp32)")
     p.add_argument("--limit", type=_positive, help="only the first N images")
     p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
-                   "(1 is fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
-    p.add_argument("--json", action="store_true", help="the scores as one JSON object instead of the table")
+                   "(default: 1, the fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
+    p.add_argument("--json", action="store_true",
+                   help="the scores as one JSON object instead of the table (schema edge.eval/1, README.md)")
 
 
 def cmd_eval(args) -> int:
@@ -187,7 +201,8 @@ def cmd_eval(args) -> int:
     # A model is never scored on the images it was calibrated on.
     items = exclude_calibration_images(find_model_folder(args.model, args.repo), listed)
     if len(items) < len(listed):
-        print(f"edge: eval leaves out {len(listed) - len(items)} images the model was calibrated on", file=sys.stderr)
+        left_out = plural(len(listed) - len(items), "image")
+        print(f"edge: eval leaves out {left_out} the model was calibrated on", file=sys.stderr)
     items = items[: args.limit]
     if not items:
         raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
@@ -196,9 +211,9 @@ def cmd_eval(args) -> int:
         raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of fp32,fp16,int8")
     models, workers = load_models(args.model, args.repo, args.backend, precisions)
     scores = evaluate(models, items, batch_size=args.batch, workers=workers)
-    if args.json:
-        only = next(iter(scores.values()))
-        print(json.dumps(only if len(scores) == 1 else {"n": only["n"], "precisions": scores}))
+    if args.json:  # one shape however many precisions (README.md, "Classify and evaluate")
+        model = next(iter(models.values()))
+        print(json.dumps({"schema": "edge.eval/1", "model": model.card.name, "n": len(items), "precisions": scores}))
         return 0
     print(f"{'precision':10} {'images':>7} {'top-1':>7} {'top-5':>7} {'top-1 err':>9} {'agree':>7} {'max |dp|':>9}")
     for name, s in scores.items():
@@ -230,11 +245,13 @@ def add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
     _model_folder_flags(p)
     p.add_argument("--images", required=True, type=Path, help="a folder of images, or a `file [class_id]` list")
-    p.add_argument("--count", type=int, default=100, help="images to calibrate on, evenly spaced in path order")
+    p.add_argument("--count", type=_positive, default=100,
+                   help="images to calibrate on, evenly spaced in path order (default: 100)")
     p.add_argument("--method", default=METHODS[0], choices=METHODS,
                    help=f"how activation ranges are chosen (default: {METHODS[0]}; docs/precision.md)")
     p.add_argument("--tensorrt", default=DEFAULT_TENSORRT, metavar="VERSION",
-                   help="the TensorRT the calibration.cache is stamped for (JetPack 5: 8.5.2; JetPack 6: 10.3.0)")
+                   help=f"the TensorRT the calibration.cache is stamped for (default: {DEFAULT_TENSORRT}, JetPack 5; "
+                   "JetPack 6: 10.3.0)")
 
 
 def cmd_calibrate(args) -> int:
@@ -253,8 +270,10 @@ def add_build(sub) -> None:
     p = sub.add_parser("build", help="TensorRT engine for this GPU from a model folder (reused while up to date)")
     _model_folder_flags(p)
     _precision_flag(p)
-    p.add_argument("--dla", type=int, metavar="N", help="run on DLA core N, layers it cannot run fall back to the GPU")
-    p.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT's workspace limit (default: TensorRT's)")
+    p.add_argument("--dla", type=_at_least(0), metavar="N",
+                   help="run on DLA core N, layers it cannot run fall back to the GPU")
+    p.add_argument("--workspace", type=_positive, metavar="MiB",
+                   help="TensorRT's workspace limit (default: TensorRT's)")
     p.add_argument("--implicit", action="store_true",
                    help="TensorRT 10: FP16/INT8 builder flags and calibration.cache instead of the typed ONNX variants")
 
@@ -305,7 +324,8 @@ def add_run(sub) -> None:
             p.add_argument(flag, action="append", metavar="URI", help=f"{option.help} (repeatable; default: -)")
         else:
             default = "" if option.default in (None, "") else f" (default: {option.default})"
-            p.add_argument(flag, type=option.kind, help=option.help + default)
+            kind = option.kind if option.minimum is None else _at_least(option.minimum, option.kind)
+            p.add_argument(flag, type=kind, help=option.help + default)
 
 
 def cmd_run(args) -> int:
@@ -338,11 +358,14 @@ def add_profile(sub) -> None:
                        "has nothing to choose and is ignored with a note.")
     _model_flags(p)
     p.add_argument("--input", default="test://", metavar="URI", help="default: test://, a generated 1080p pattern")
-    p.add_argument("--frames", type=int, default=200, help="measured frames per run (default: 200)")
-    p.add_argument("--warmup", type=int, default=20, help="frames run first and left out (default: 20)")
+    p.add_argument("--frames", type=_positive, default=200, help="measured frames per run (default: 200)")
+    p.add_argument("--warmup", type=_positive, default=20, help="frames run first and left out (default: 20)")
     p.add_argument("--memory", help="pageable,pinned,mapped: host memory modes to compare (default: the device's)")
-    p.add_argument("--workers", type=int, default=0, help="inferences at once, as `edge run --workers` (default 0: "
-                   "one single-threaded run per core on onnxruntime; 1: one run on every core)")
+    p.add_argument("--workers", type=_at_least(0), default=0,
+                   help="inferences at once, as `edge run --workers` (default 0: one single-threaded run per core on "
+                   "onnxruntime; 1: one run on every core)")
+    p.add_argument("--loop", action="store_true", help="start a file or folder input over at its end, for a "
+                   "profile longer than the input")
     p.add_argument("--json", action="store_true", help="the profile as one JSON object (schema edge.profile/1)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the stage times (needs matplotlib)")
 
@@ -353,7 +376,7 @@ def cmd_profile(args) -> int:
     if args.plot and not args.plot.parent.is_dir():  # found out now, not after the whole run
         raise EdgeError(f"{args.plot}: no folder {args.plot.parent} to write the plot into")
     result = profile(args.model, args.repo, args.input, args.frames, args.warmup, args.memory, args.backend,
-                     args.precision, workers=args.workers)
+                     args.precision, workers=args.workers, loop=args.loop)
     if args.plot:
         plot(result, args.plot)
     print(json.dumps(result.to_dict()) if args.json else format_report(result))
@@ -539,7 +562,17 @@ VERBS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _warn_of_credentials_in_argv(uri: str | None) -> None:
+    from .runtime.sources import redact
+
+    if uri and redact(uri) != uri and "${" not in uri:
+        print("edge: warning: --input holds a credential, which every user of this machine can read in the process "
+              "list: write it as ${NAME} and set NAME in the environment, or (edge run) put the input in the --config "
+              "file (docs/service.md, \"Credentials\")", file=sys.stderr)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """edge's parser, and each verb's by name."""
     from . import __doc__ as product
     from . import __version__
 
@@ -548,7 +581,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)
-    args = parser.parse_args(argv)
+    return parser, sub.choices
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of one verb; a flag the verb does not know is refused with the verb's usage, not edge's."""
+    parser, verbs = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        verbs[args.verb].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    _warn_of_credentials_in_argv(getattr(args, "input", None))
     try:
         return VERBS[args.verb][1](args)
     except EdgeError as e:

@@ -22,6 +22,7 @@ from .errors import EdgeError
 from .files import read_text_lines
 from .model import Model
 from .preprocess import load_image_for, preprocess
+from .words import plural
 
 
 def read_image_list(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, int | None]]:
@@ -31,8 +32,8 @@ def read_image_list(path: str | Path, root: str | Path | None = None) -> list[tu
     root = Path(root) if root is not None else path.parent
     items = []
     for line in filter(None, (line.strip() for line in read_text_lines(path))):
-        name, _, class_id = line.rpartition(" ")
-        if not name or not class_id.isdigit():
+        name, class_id = (line.rsplit(maxsplit=1) + [""])[:2]  # spaces or tabs between the two
+        if not class_id.isdigit():
             name, class_id = line, None
         items.append((root / name, None if class_id is None else int(class_id)))
     return items
@@ -107,8 +108,8 @@ def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size
     classes = reference_model.card.classes
     for path, class_id in items:  # an id the model cannot output would only ever score as a miss
         if class_id >= classes:
-            raise EdgeError(f"{path}: class id {class_id}, but {reference_model.card.name} has {classes} classes "
-                            f"(0 to {classes - 1})")
+            raise EdgeError(f"{path}: class id {class_id}, but {reference_model.card.name} has "
+                            f"{plural(classes, 'class', 'classes')} (0 to {classes - 1})")
     spec = reference_model.preprocess
     fixed = reference_model.card.batch
     batch_size = fixed or batch_size

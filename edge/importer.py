@@ -32,6 +32,7 @@ from .model import (
     size_problems,
 )
 from .preprocess import Preprocess
+from .words import plural
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Identity"}
@@ -244,8 +245,8 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     if labels is not None:
         label_lines = read_labels(Path(labels))
         if len(label_lines) != classes:
-            raise EdgeError(f"{labels}: {len(label_lines)} labels, but the model's output {output_name} "
-                            f"has {classes} classes")
+            raise EdgeError(f"{labels}: {plural(len(label_lines), 'label')}, but the model's output {output_name} "
+                            f"has {plural(classes, 'class', 'classes')}")
         sources.append(("labels", Path(labels)))
 
     card = Card(

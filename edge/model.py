@@ -20,6 +20,7 @@ import numpy as np
 from .errors import EdgeError, first_line
 from .files import read_text_lines, read_toml, remove_stale
 from .preprocess import MAX_SIDE, Preprocess, oversample, preprocess
+from .words import plural
 
 CARD = "model.toml"
 LABELS = "labels.txt"
@@ -130,14 +131,15 @@ class Card:
                 problems.append(f"preprocess: {e}")
             channels = shape[2] if layout == "nhwc" else shape[0]
             if spec is not None and channels != spec.channels:
-                problems.append(f"input.shape {shape} ({layout}) has {channels} channels; color {color!r} makes "
-                                f"{spec.channels}")
+                problems.append(f"input.shape {shape} ({layout}) has {plural(channels, 'channel')}; color "
+                                f"{color!r} makes {spec.channels}")
         if labels is not None and classes is not None and (labels_path := _inside(folder, labels, "labels.file",
                                                                                   problems)):
             try:
                 count = len(read_labels(labels_path))
                 if count != classes:
-                    problems.append(f"labels.file {labels}: {count} labels for {classes} classes")
+                    problems.append(f"labels.file {labels}: {plural(count, 'label')} for "
+                                    f"{plural(classes, 'class', 'classes')}")
             except EdgeError as e:
                 problems.append(str(e))
         if problems:
@@ -273,8 +275,8 @@ def check_graph(card: Card, path: Path, inputs: Tensors, outputs: Tensors) -> No
     else:
         dims, dtype = outputs[card.output_name]
         if len(dims) >= 2 and None not in dims[1:] and math.prod(dims[1:]) != card.classes:
-            problems.append(f"output {card.output_name}{_sizes(dims)} holds {math.prod(dims[1:])} values per image, "
-                            f"the card says {card.classes} classes")
+            problems.append(f"output {card.output_name}{_sizes(dims)} holds {plural(math.prod(dims[1:]), 'value')} "
+                            f"per image, the card says {plural(card.classes, 'class', 'classes')}")
         if dtype != "float32":
             problems.append(f"output {card.output_name} is {dtype}, edge reads float32")
     if problems:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import EdgeError
 from .imagefile import load_image, max_image_pixels
+from .words import plural
 
 RESIZE_MODES = ("stretch", "shorter")
 COLORS = ("bgr", "rgb", "gray")
@@ -61,9 +62,11 @@ class Preprocess:
         if not all(1 <= side <= MAX_SIDE for side in self.size):
             problems.append(f"input size {self.size}: each side must be 1 to {MAX_SIDE}")
         if len(self.mean) != self.channels:
-            problems.append(f"mean has {len(self.mean)} values; the model has {self.channels} channels")
+            problems.append(f"mean has {plural(len(self.mean), 'value')}; the model has "
+                            f"{plural(self.channels, 'channel')}")
         if self.std is not None and len(self.std) != self.channels:
-            problems.append(f"std has {len(self.std)} values; the model has {self.channels} channels")
+            problems.append(f"std has {plural(len(self.std), 'value')}; the model has "
+                            f"{plural(self.channels, 'channel')}")
         if self.std is not None and 0 in self.std:  # dividing by it would feed the model inf and NaN
             problems.append(f"std {','.join(f'{s:g}' for s in self.std)}: a divisor of 0")
         for name, values in (("mean", self.mean), ("std", self.std or ()), ("scale", (self.scale,))):

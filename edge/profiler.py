@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeError
+from .words import plural
 
 SCHEMA = "edge.profile/1"
 HOST_STAGES = ("capture", "queue", "preprocess", "compute", "postprocess", "sink")
@@ -192,8 +193,9 @@ def recommend(profile: Profile) -> str:
 
 def format_report(profile: Profile) -> str:
     height, width = profile.frame
-    out = [f"edge profile: {profile.model} on {profile.input} ({width}x{height}), {profile.frames} frames after "
-           f"{profile.warmup} warm-up, backend {profile.backend}, workers {profile.workers}",
+    out = [f"edge profile: {profile.model} on {profile.input} ({width}x{height}), "
+           f"{plural(profile.frames, 'frame')} after {profile.warmup} warm-up, backend {profile.backend}, "
+           f"workers {profile.workers}",
            f"path: {profile.path}: {profile.note}"]
     if profile.device:
         d = profile.device
@@ -407,8 +409,8 @@ def _run_loop(make_source, make_executor, model, warmup: int, frames: int, seria
         if gate is not None:
             gate.stopped.set()
     if recorder.done < warmup + frames:
-        raise EdgeError(f"{source.uri}: the input ended after {recorder.done} frames; the profile needs "
-                        f"{warmup + frames} ({warmup} warm-up): lower --frames, or loop the input")
+        raise EdgeError(f"{source.uri}: the input ended after {plural(recorder.done, 'frame')}; the profile needs "
+                        f"{warmup + frames} ({warmup} warm-up): lower --frames, or add --loop")
     if gate is not None:
         recorder.samples["capture"] = gate.capture_ms
     return recorder
@@ -426,16 +428,17 @@ def profile_run(memory: str, make_source, make_executor, model, warmup: int, fra
 
 def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://", frames: int = 200,
             warmup: int = 20, memory: str | None = None, backend: str = "onnxruntime",
-            precision: str = "fp32", telemetry: bool = True, workers: int = 0) -> Profile:
+            precision: str = "fp32", telemetry: bool = True, workers: int = 0, loop: bool = False) -> Profile:
     """Profile a model on this machine: the GPU path per memory mode when CUDA and a GPU backend are there,
     else the host path (and the note says why). `workers` as `edge run --workers` (0: one run per core on ONNX
-    Runtime, for throughput; 1: one run on every core, for latency)."""
+    Runtime, for throughput; 1: one run on every core, for latency). `loop` starts a file or folder over at its
+    end, as `edge run --loop` does."""
     from . import telemetry as jetson_telemetry
     from .backends import inference_workers
     from .gpu import cuda_available, parse_memory_modes
     from .model import Model
     from .runtime.loop import CpuExecutor
-    from .runtime.sources import open_source
+    from .runtime.sources import open_source, redact
 
     if frames < 1:
         raise EdgeError(f"--frames must be at least 1, not {frames}")
@@ -450,7 +453,7 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
 
     def make_source():
         if not is_test:
-            return open_source(input_uri)
+            return open_source(input_uri, loop=loop)
         pattern = open_source(input_uri, width=TEST_FRAME[1], height=TEST_FRAME[0], fps=0)
         # Unpaced and read like a file (the queue waits rather than drops): every frame made is classified, so
         # the overlapped run measures the loop's capacity instead of a capture thread making frames to drop.
@@ -482,8 +485,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     finally:
         summary, telemetry_note = sampler.stop() if sampler is not None else (None, "not asked for")
 
-    result = Profile(model.card.name, input_uri, frame_size, backend, workers, frames, warmup, path, note, runs, device,
-                     summary, telemetry_note)
+    result = Profile(model.card.name, redact(input_uri), frame_size, backend, workers, frames, warmup, path, note, runs,
+                     device, summary, telemetry_note)
     result.recommendation = recommend(result)
     return result
 

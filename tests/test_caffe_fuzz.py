@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import onnx
@@ -32,8 +31,8 @@ FUZZ = settings(max_examples=300, deadline=3000, derandomize=True,
 
 
 @pytest.fixture(scope="module")
-def files() -> tuple[Path, bytes, str]:
-    folder = Path(tempfile.mkdtemp(prefix="caffe-fuzz-"))
+def files(tmp_path_factory) -> tuple[Path, bytes, str]:
+    folder = tmp_path_factory.mktemp("caffe-fuzz")
     prototxt, caffemodel = folder / "deploy.prototxt", folder / "net.caffemodel"
     prototxt.write_text(NET)
     random_caffemodel(prototxt, caffemodel, seed=3)

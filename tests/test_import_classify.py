@@ -134,11 +134,19 @@ def test_eval_counts_top1_and_top5(tiny, repo, images, tmp_path, capsys):
     listing.write_text("".join(f"{p.name} {c}\n" for p, c in zip(images, truth[:3] + wrong[3:])))
     capsys.readouterr()
     assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json", "--batch", "2") == 0
-    scores = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["schema"], doc["model"], doc["n"], list(doc["precisions"])) == ("edge.eval/1", "tiny", 5, ["fp32"])
+    scores = doc["precisions"]["fp32"]
     assert scores["n"] == 5 and scores["top1"] == pytest.approx(0.6) and scores["top5"] == 1.0
-    assert scores["top1_error"] == pytest.approx(0.4)
+    assert scores["top1_error"] == pytest.approx(0.4) and "top1_agreement" not in scores
     assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json", "--limit", "2") == 0
     assert json.loads(capsys.readouterr().out)["n"] == 2
+    edge("fp16", "tiny", "--repo", repo)
+    capsys.readouterr()
+    assert edge("eval", "tiny", "--repo", repo, "--list", listing, "--json", "--precision", "fp32,fp16") == 0
+    doc = json.loads(capsys.readouterr().out)  # the same shape for two precisions as for one
+    assert (doc["schema"], doc["n"], list(doc["precisions"])) == ("edge.eval/1", 5, ["fp32", "fp16"])
+    assert doc["precisions"]["fp16"]["top1_agreement"] == pytest.approx(1.0)
 
 
 def test_eval_refuses_a_class_id_the_model_does_not_have(tiny, repo, images, tmp_path, capsys):

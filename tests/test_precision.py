@@ -290,6 +290,8 @@ def test_choose_images_is_deterministic_and_evenly_spaced(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"images/img_{i:03d}.png {i % 3}\n" for i in reversed(range(10))))
     assert choose_images(listing, 4) == chosen
+    listing.write_text("".join(f"images/img_{i:03d}.png\t{i % 3}\n" for i in range(10)))  # a tab: as well
+    assert choose_images(listing, 4) == chosen
 
 
 def test_choose_images_errors(tmp_path):
@@ -301,6 +303,9 @@ def test_choose_images_errors(tmp_path):
     write_images(tmp_path / "few", 3)
     with pytest.raises(EdgeError, match="3 images, fewer than the 5 asked for"):
         choose_images(tmp_path / "few", 5)
+    with pytest.raises(EdgeError, match=r"^.*img_000\.png: an image; calibration takes many \(about 100\): give a "
+                       "folder of images or a list file of `file \\[class_id\\]` lines$"):
+        choose_images(tmp_path / "few" / "img_000.png", 1)
 
 
 def test_evaluation_excludes_calibration_images_by_path_and_by_content(calibrated, tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import threading
 import time
@@ -266,6 +268,24 @@ def test_file_and_udp_sinks_carry_json_lines(tmp_path):
         open_sink("udp://nowhere")
 
 
+@pytest.mark.parametrize("uri, message", [
+    ("display://0", "display://0: unknown output scheme display:// (outputs are JSON lines: -, a file, file://PATH or "
+     "udp://HOST:PORT)"),
+    ("RTP://10.0.0.2:5000", "RTP://10.0.0.2:5000: unknown output scheme rtp:// (outputs are JSON lines: -, a file, "
+     "file://PATH or udp://HOST:PORT)"),
+    ("out.mp4", "out.mp4: --output writes JSON lines, not video; for the frames with their labels drawn, use "
+     "--annotate out.mp4"),
+    ("file://clip.AVI", "clip.AVI: --output writes JSON lines, not video; for the frames with their labels drawn, use "
+     "--annotate clip.AVI"),
+])
+def test_outputs_that_are_not_json_lines_are_refused_by_name(tmp_path, monkeypatch, uri, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EdgeError) as refused:
+        open_sink(uri)
+    assert str(refused.value) == message
+    assert list(tmp_path.iterdir()) == []  # nothing written: no display:/0 folder, no out.mp4 of JSON
+
+
 def test_http_address_defaults_to_loopback():
     assert parse_address("8080") == ("127.0.0.1", 8080)
     assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
@@ -486,13 +506,17 @@ def test_file_frames_are_prepared_ahead_on_the_capture_thread_live_frames_only_o
         assert executor.threads == {thread} and len(sink.lines) >= 5
 
 
-def test_annotated_video_gets_every_frame_with_its_label_drawn(model, tmp_path):
+def test_annotated_video_gets_every_frame_with_its_label_drawn_at_the_sources_rate(model, tmp_path):
     from edge.runtime.sinks import AnnotatedVideo
 
-    video = write_video(tmp_path / "clip.avi", 6, width=160, height=120)
-    annotated = AnnotatedVideo(tmp_path / "annotated.avi", fps=25)
-    Loop(open_source(str(video)), CpuExecutor(model), Results(model), [ListSink()], annotate=annotated).run()
+    video = write_video(tmp_path / "clip.avi", 6, width=160, height=120, fps=10)
+    source = open_source(str(video))
+    annotated = AnnotatedVideo(tmp_path / "annotated.avi", source, fps=25)
+    Loop(source, CpuExecutor(model), Results(model), [ListSink()], annotate=annotated).run()
     annotated.close()
+    written = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert written.get(cv2.CAP_PROP_FPS) == 10  # the clip's rate: --fps is for sources without one
+    written.release()
     originals = [f.image for f in _all_frames(video)]
     drawn = [f.image for f in _all_frames(tmp_path / "annotated.avi")]
     assert len(drawn) == 6
@@ -500,6 +524,62 @@ def test_annotated_video_gets_every_frame_with_its_label_drawn(model, tmp_path):
     assert all(np.abs(d[:25, :100].astype(int) - o[:25, :100]).max() > 100 for d, o in zip(drawn, originals))
     assert all(np.abs(d[60:].astype(int) - o[60:]).mean() < 8 for d, o in zip(drawn, originals))
     with pytest.raises(EdgeError, match=".avi or .mp4"):
-        AnnotatedVideo(tmp_path / "annotated.gif", fps=25)
+        AnnotatedVideo(tmp_path / "annotated.gif", source)
     with pytest.raises(EdgeError, match="no folder .*missing to write the video into"):
-        AnnotatedVideo(tmp_path / "missing" / "annotated.avi", fps=25)  # refused before any frame is classified
+        AnnotatedVideo(tmp_path / "missing" / "annotated.avi", source)  # refused before any frame is classified
+
+
+@pytest.mark.parametrize("fps, expected", [(None, 30.0), (5.0, 5.0)])
+def test_an_annotated_folder_plays_at_fps_else_30_and_the_log_says_so(model, tmp_path, caplog, monkeypatch, fps,
+                                                                      expected):
+    import logging
+
+    from edge.runtime.sinks import AnnotatedVideo
+
+    monkeypatch.setattr(logging.getLogger("edge"), "propagate", True)  # as it is before `edge run` sets up its log
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
+    source = open_source(str(tmp_path))
+    annotated = AnnotatedVideo(tmp_path / "annotated.avi", source, fps)
+    with caplog.at_level("INFO", logger="edge"):
+        Loop(source, CpuExecutor(model), Results(model), [ListSink()], annotate=annotated).run()
+    annotated.close()
+    written = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert written.get(cv2.CAP_PROP_FPS) == expected
+    written.release()
+    assert f"{tmp_path} has no frame rate of its own; the video plays at {expected:g} fps" in caplog.text
+
+
+@pytest.mark.parametrize("uri", ["/dev/video99", "v4l2:///dev/video99"])
+def test_a_camera_that_is_not_there_stops_at_once(uri):
+    with pytest.raises(EdgeError, match=r"^/dev/video99: no such device \(video devices here: .*\)$"):
+        open_source(uri)
+
+
+def test_a_device_node_is_a_v4l2_camera(tmp_path):
+    source = open_source("/dev/null")  # jetson-inference's `--input /dev/video0`
+    assert source.live and source.uri == "/dev/null"
+    with pytest.raises(SourceError, match="^/dev/null: opens, but does not capture: busy .* or not a camera$"):
+        source.open()
+    shm = Path("/dev/shm")
+    if shm.is_dir():  # a folder of images kept in memory stays a folder
+        with pytest.raises(EdgeError, match="no image files"):
+            open_source(str(shm / "no-such-edge-folder" / "*.png"))
+
+
+@pytest.mark.parametrize("error, reason", [
+    (errno.ENOENT, "cannot open: no such device (unplugged?)"),
+    (errno.EACCES, "cannot open: permission denied (add the user to the group "),
+    (errno.EBUSY, "cannot open: busy (another program is capturing from it)"),
+])
+def test_a_camera_that_does_not_open_says_why(tmp_path, monkeypatch, error, reason):
+    from edge.runtime import sources
+
+    def refuse(path, flags):
+        raise OSError(error, os.strerror(error), path)
+
+    node = tmp_path / "video0"
+    node.touch()
+    monkeypatch.setattr(sources.os, "open", refuse)
+    assert sources.device_problem(str(node)).startswith(reason)

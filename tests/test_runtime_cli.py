@@ -66,6 +66,17 @@ def test_a_video_file_gives_exactly_one_json_line_per_frame_in_order(tiny, tmp_p
     assert "end: 40 frames, 0 dropped" in done.stderr
 
 
+def test_an_annotated_video_plays_at_the_clips_frame_rate(tiny, tmp_path):
+    video = write_video(tmp_path / "clip.avi", 20, fps=10)
+    out = tmp_path / "out.mp4"
+    done = subprocess.run(EDGE + ["run", tiny, "--input", str(video), "--annotate", str(out), "--output", "-"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    written = cv2.VideoCapture(str(out))
+    assert (written.get(cv2.CAP_PROP_FPS), written.get(cv2.CAP_PROP_FRAME_COUNT)) == (10, 20)  # was 30 fps
+    written.release()
+
+
 def test_an_image_folder_names_each_file_and_skips_broken_ones(tiny, tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((20, 30, 3), 80 * i, np.uint8))
@@ -77,7 +88,7 @@ def test_an_image_folder_names_each_file_and_skips_broken_ones(tiny, tmp_path):
     files = [Path(json.loads(line)["file"]).name for line in out.read_text().splitlines()]
     assert files == ["0.png", "1.png", "2.png"]
     assert done.stdout == out.read_text()
-    assert "1 decode errors" in done.stderr
+    assert "end: 3 frames, 0 dropped, 0 reconnects, 1 decode error\n" in done.stderr  # not "1 decode errors"
     assert f"edge: warning: {tmp_path / '3.png'}: not an image of a format edge reads" in done.stderr
     assert "or its header is cut short; skipped (1 skipped so far)" in done.stderr
 
@@ -107,14 +118,18 @@ def test_bad_input_is_one_line_and_exit_1(tiny):
     assert done.returncode == 1 and "no model" in done.stderr
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--workers", "-1"], "edge: error: workers must be 0 (the backend's choice) or more, not -1"),
-    (["--backend", "tensorrt", "--workers", "2"],
-     "edge: error: workers 2: the tensorrt backend runs one batch at a time (workers 0 or 1)"),
-])
-def test_bad_workers_are_one_line_and_exit_1(tiny, flags, message):
-    done = subprocess.run(EDGE + ["run", tiny, "--input", "test://", *flags], capture_output=True, text=True,
+def test_a_camera_that_does_not_exist_is_one_line_and_exit_1_not_retried_for_ever(tiny):
+    done = subprocess.run(EDGE + ["run", tiny, "--input", "v4l2:///dev/video99"], capture_output=True, text=True,
                           timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("edge: error: /dev/video99: no such device (video devices here: ")
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_workers_the_backend_cannot_run_are_one_line_and_exit_1(tiny):
+    done = subprocess.run(EDGE + ["run", tiny, "--input", "test://", "--backend", "tensorrt", "--workers", "2"],
+                          capture_output=True, text=True, timeout=60)
+    message = "edge: error: workers 2: the tensorrt backend runs one batch at a time (workers 0 or 1)"
     assert (done.returncode, done.stdout, done.stderr) == (1, "", message + "\n")
 
 

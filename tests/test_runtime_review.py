@@ -100,22 +100,6 @@ def test_gpu_executor_refuses_frames_of_several_sizes_in_one_line(monkeypatch):
         executor.preprocess([np.zeros((48, 64, 3), np.uint8), np.zeros((40, 64, 3), np.uint8)])
 
 
-def test_http_request_errors_are_not_tracebacks_in_the_journal(capfd):
-    from edge.runtime.http import serve
-
-    server = serve(("127.0.0.1", 0), Metrics(LoopStats(), {}))
-    try:
-        for error in (ConnectionResetError(104, "Connection reset by peer"), ValueError("a bug")):
-            try:
-                raise error
-            except Exception:  # as socketserver calls it: from inside the except block around the request
-                server.handle_error(None, ("127.0.0.1", 40000))
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert "Traceback" not in capfd.readouterr().err
-
-
 def test_the_unit_leaves_every_device_reachable():
     """ProtectClock=yes implies DeviceAllow=char-rtc r (systemd.exec(5)), and DevicePolicy=auto allows every device
     only while no DeviceAllow= is present (systemd.resource-control(5)): it would shut out the GPU and cameras."""
@@ -141,14 +125,3 @@ def test_after_a_reload_the_watchdog_is_fed_before_the_new_loops_first_frame():
         time.sleep(0.02)
         watchdog.tick(SimpleNamespace(stats=LoopStats(frames=0)))
         assert sent == expected
-
-
-def test_camera_passwords_are_never_shown():
-    from edge.runtime.sources import open_source, redact
-
-    assert redact("rtsp://admin:s3cret@10.0.0.5:554/stream") == "rtsp://admin:***@10.0.0.5:554/stream"
-    assert redact("rtsp://10.0.0.5:554/stream") == "rtsp://10.0.0.5:554/stream"
-    assert redact("rtsp://user@host/x") == "rtsp://user@host/x"
-    assert redact("/videos/a:b@c.mp4") == "/videos/a:b@c.mp4"
-    source = open_source("rtsp://admin:s3cret@127.0.0.1:9/stream")
-    assert "s3cret" not in source.uri and source.target == "rtsp://admin:s3cret@127.0.0.1:9/stream"

@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import EdgeError
+from ..words import plural
 from .convert import SUPPORTED, build_graph, check_supported
 from .reader import read_mean_image, read_net, read_weights
 
@@ -44,8 +45,8 @@ def convert_caffe(prototxt: Path, caffemodel: Path) -> CaffeConversion:
             if len(means) == 1:
                 means *= channels
             if len(means) != channels:
-                raise EdgeError(f"{source}: transform_param has {len(means)} mean_value entries "
-                                f"for {channels} channels")
+                given = plural(len(means), "mean_value entry", "mean_value entries")
+                raise EdgeError(f"{source}: transform_param has {given} for {plural(channels, 'channel')}")
             mean_values = means
         if transform.HasField("scale"):
             scale = float(transform.scale)

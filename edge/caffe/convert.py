@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import EdgeError
+from ..words import plural
 from . import schema
 from .reader import Net, Weights, blob_array
 
@@ -140,14 +141,14 @@ def _pair(layer: Layer, p, name: str, default: int | None) -> tuple[int, int]:
         return values[0], values[0]
     if len(values) == 2:
         return values[0], values[1]
-    raise layer.fail(f"{name} has {len(values)} values; a 2-D layer takes 1 or 2")
+    raise layer.fail(f"{name} has {plural(len(values), 'value')}; a 2-D layer takes 1 or 2")
 
 
 def _conv_geometry(layer: Layer, p) -> tuple[tuple[int, int], ...]:
     kernel, stride, pad = _pair(layer, p, "kernel_size", None), _pair(layer, p, "stride", 1), _pair(layer, p, "pad", 0)
     dilation = list(p.dilation) or [1]
     if len(dilation) > 2:
-        raise layer.fail(f"dilation has {len(dilation)} values; a 2-D layer takes 1 or 2")
+        raise layer.fail(f"dilation has {plural(len(dilation), 'value')}; a 2-D layer takes 1 or 2")
     dilation = (dilation[0], dilation[-1])
     if min(kernel + stride + dilation) <= 0:
         raise layer.fail(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
@@ -595,7 +596,7 @@ def reshape(g: Graph, layer: Layer) -> Output:
             raise layer.fail(f"cannot reshape {list(shape)} to {dims}")
         out[out.index(-1)] = total // known
     if int(np.prod(out)) != total:
-        raise layer.fail(f"cannot reshape {list(shape)} ({total} values) to {out}")
+        raise layer.fail(f"cannot reshape {list(shape)} ({plural(total, 'value')}) to {out}")
     if start == 0 and dims and dims[0] != 0:
         raise layer.fail("reshapes the batch axis, which edge keeps as it is")
     return [(g.node("Reshape", [layer.inputs[0], g.ints(f"{layer.param.name}/shape", [0, *out[1:]])], layer.top),

@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from ..errors import EdgeError, first_line
+from ..words import plural
 from . import schema
 
 TEST = schema.ENUMS["Phase"]["TEST"]
@@ -61,7 +62,7 @@ def blob_array(blob, where: str) -> np.ndarray:
         shape = tuple(blob.shape.dim)
     values = blob.double_data if len(blob.double_data) else blob.data
     if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.int64)) != len(values):
-        raise EdgeError(f"{where}: blob of shape {list(shape)} holds {len(values)} values")
+        raise EdgeError(f"{where}: blob of shape {list(shape)} holds {plural(len(values), 'value')}")
     return np.array(values, dtype=np.float32).reshape(shape)
 
 
@@ -143,11 +144,13 @@ def _net_inputs(net, layers: list, path: Path) -> list[tuple[str, tuple[int, ...
     if len(net.input):
         if len(net.input_shape):
             if len(net.input_shape) != len(net.input):
-                raise EdgeError(f"{path}: {len(net.input)} inputs but {len(net.input_shape)} input_shape entries")
+                raise EdgeError(f"{path}: {plural(len(net.input), 'input')} but "
+                                f"{plural(len(net.input_shape), 'input_shape entry', 'input_shape entries')}")
             shapes = [tuple(s.dim) for s in net.input_shape]
         elif len(net.input_dim):
             if len(net.input_dim) != 4 * len(net.input):
-                raise EdgeError(f"{path}: {len(net.input)} inputs need {4 * len(net.input)} input_dim values, "
+                raise EdgeError(f"{path}: {plural(len(net.input), 'input')} need {4 * len(net.input)} input_dim "
+                                "values, "
                                 f"found {len(net.input_dim)}")
             dims = list(net.input_dim)
             shapes = [tuple(dims[4 * i:4 * i + 4]) for i in range(len(net.input))]

@@ -36,6 +36,7 @@ from ..files import sha256_file, updated_folder
 from ..importer import load_checked_onnx
 from ..model import CARD, PRECISION_FILES, Card
 from ..preprocess import load_image_for, preprocess
+from ..words import plural
 from .cache import DEFAULT_TENSORRT, cache_header, format_cache
 from .images import CALIBRATION_JSON
 
@@ -152,7 +153,8 @@ class _OneBatch:
 def _batches(images: list[Path], card: Card, batch_size: int):
     """Preprocessed batches, decoded with the model's own preprocessing; a progress bar on a terminal."""
     if card.batch and len(images) % card.batch:
-        raise EdgeError(f"{len(images)} images do not fill batches of the model's fixed batch size {card.batch}")
+        raise EdgeError(f"{plural(len(images), 'image')}: not whole batches of the model's fixed batch size "
+                        f"{card.batch}")
     with tqdm(total=len(images), desc="calibrating", unit="image", disable=None) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import EdgeError
 from ..evaluate import read_image_list
 from ..files import sha256_file
+from ..words import plural
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CALIBRATION_JSON = "calibration.json"
@@ -26,6 +27,9 @@ def list_images(source: Path) -> list[Path]:
     try:
         if source.is_dir():
             paths = [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        elif source.suffix.lower() in IMAGE_SUFFIXES:  # one image says little about a model's activation ranges
+            raise EdgeError(f"{source}: an image; calibration takes many (about 100): give a folder of images or a "
+                            "list file of `file [class_id]` lines")
         elif source.is_file():
             paths = [p for p, _ in read_image_list(source)]  # `file [class_id]`, like edge eval's --list
         else:
@@ -43,7 +47,7 @@ def choose_images(source: Path, count: int) -> list[Path]:
     if count < 1:
         raise EdgeError(f"--count must be at least 1, not {count}")
     if len(paths) < count:
-        raise EdgeError(f"{source}: {len(paths)} images, fewer than the {count} asked for")
+        raise EdgeError(f"{source}: {plural(len(paths), 'image')}, fewer than the {count} asked for")
     return [paths[i * len(paths) // count] for i in range(count)]
 
 

@@ -1,23 +1,25 @@
 """The HTTP endpoint: the latest result, a health check and Prometheus metrics.
 
     GET /latest    the last result, as JSON (503 before the first)
-    GET /healthz   200 "ok" while results keep coming; 503 with the reason when none came for HEALTHY_S
+    GET /healthz   200 "ok" while results keep coming; 503 with the reason (a source that is down, and why)
+                   before the first and when none came for HEALTHY_S
     GET /metrics   Prometheus text: frames, drops, reconnects, decode errors, per-stage latency histograms,
                    and, where jetson-stats (jtop) is installed and its service reachable, power, GPU load and
                    temperatures
 
 It binds to loopback unless told otherwise (--http 0.0.0.0:8080 exposes it: there is no authentication).
-One thread serves the requests one at a time; they only read counters.
+Requests are served concurrently on one thread of their own (an asyncio loop; they only read counters), each with a
+whole-request deadline, and open connections are capped: see Server.
 """
 
 from __future__ import annotations
 
-import http.server
+import asyncio
 import json
 import logging
-import sys
 import threading
 import time
+from http import HTTPStatus
 
 from ..errors import EdgeError, first_line
 from .loop import STAGES, LoopStats
@@ -25,6 +27,9 @@ from .loop import STAGES, LoopStats
 log = logging.getLogger("edge")
 
 HEALTHY_S = 10.0
+MAX_CONNECTIONS = 256  # open at once; beyond, a new connection is answered 503 and closed at once
+REQUEST_DEADLINE_S = 2.0  # for the whole request to arrive, and again for the answer to be taken
+MAX_REQUEST_BYTES = 8192  # the request line and headers; a GET has no body
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -106,9 +111,11 @@ class Metrics:
     def health(self) -> tuple[bool, str]:
         s = self.stats
         if s.last_result_at is None:
-            return False, "no result yet"
+            return False, s.source_error or "no result yet"
         age = time.monotonic() - s.last_result_at
-        return (True, "ok") if age < HEALTHY_S else (False, f"no result for {age:.0f} s")
+        if age < HEALTHY_S:
+            return True, "ok"
+        return False, f"no result for {age:.0f} s" + (f": {s.source_error}" if s.source_error else "")
 
     def close(self) -> None:
         if self.jetson is not None:
@@ -169,51 +176,87 @@ class JetsonStats:
             pass
 
 
-def serve(address: tuple[str, int], metrics: Metrics) -> http.server.HTTPServer:
-    """Start serving in one daemon thread; stop with server.shutdown() then server.server_close()."""
+class Server:
+    """The endpoint on its own thread and asyncio event loop. Every connection is served at once; each must send
+    its whole request within REQUEST_DEADLINE_S and take the answer within it again, and beyond MAX_CONNECTIONS a
+    new one is answered 503 and closed. So a client that trickles, stalls or floods holds only its own connection,
+    never a scrape's. One request per connection (Connection: close). Stop with close()."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        timeout = 1.0  # a client that connects and says nothing must not hold up the others, or shutdown
+    def __init__(self, address: tuple[str, int], metrics: Metrics):
+        self.metrics = metrics
+        self.connections: set[asyncio.Task] = set()
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.server = self.loop.run_until_complete(asyncio.start_server(
+                self._serve, *address, limit=MAX_REQUEST_BYTES, backlog=MAX_CONNECTIONS))
+        except OSError as e:
+            self.loop.close()
+            raise EdgeError(f"--http {address[0]}:{address[1]}: cannot listen: {e.strerror or e}") from None
+        self.address = self.server.sockets[0].getsockname()[:2]
+        self.thread = threading.Thread(target=self.loop.run_forever, name="edge-http", daemon=True)
+        self.thread.start()
 
-        def do_GET(self):
-            if self.path == "/metrics":
-                self._send(200, metrics.render(), "text/plain; version=0.0.4")
-            elif self.path == "/healthz":
-                ok, reason = metrics.health()
-                self._send(200 if ok else 503, reason + "\n", "text/plain")
-            elif self.path == "/latest":
-                latest = metrics.stats.latest
-                if latest is None:
-                    self._send(503, json.dumps({"error": "no result yet"}) + "\n", "application/json")
-                else:
-                    self._send(200, json.dumps(latest) + "\n", "application/json")
-            else:
-                self._send(404, "try /latest, /healthz or /metrics\n", "text/plain")
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.connections) >= MAX_CONNECTIONS:  # closed at once, so that a flood holds no more sockets
+            writer.write(_response(503, "too many connections\n", "text/plain"))  # (a reset if its request came)
+            writer.close()
+            return
+        task = asyncio.current_task()
+        self.connections.add(task)
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_DEADLINE_S)
+            writer.write(self.answer(head))
+            await asyncio.wait_for(writer.drain(), REQUEST_DEADLINE_S)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # too slow, too long, or gone: closed, and nobody else waited for it
+        except Exception as e:  # a bug: one line in the journal, not a traceback, and the server carries on
+            log.warning("http: request from %s failed: %s: %s", writer.get_extra_info("peername", ("?",))[0],
+                        type(e).__name__, e)
+        finally:
+            self.connections.discard(task)
+            writer.close()
 
-        def _send(self, status: int, body: str, content_type: str) -> None:
-            data = body.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(self, head: bytes) -> bytes:
+        request = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        if len(request) != 3:
+            return _response(400, "expected GET PATH HTTP/1.x\n", "text/plain")
+        method, path = request[0], request[1].partition("?")[0]
+        if method != "GET":
+            return _response(405, "only GET\n", "text/plain")
+        if path == "/metrics":
+            return _response(200, self.metrics.render(), "text/plain; version=0.0.4")
+        if path == "/healthz":
+            ok, reason = self.metrics.health()
+            return _response(200 if ok else 503, reason + "\n", "text/plain")
+        if path == "/latest":
+            latest = self.metrics.stats.latest
+            if latest is None:
+                return _response(503, json.dumps({"error": "no result yet"}) + "\n", "application/json")
+            return _response(200, json.dumps(latest) + "\n", "application/json")
+        return _response(404, "try /latest, /healthz or /metrics\n", "text/plain")
 
-        def log_message(self, format, *args):  # requests are not worth a journal line each
-            pass
+    def close(self) -> None:
+        """Stop listening and drop the connections still open."""
+        async def stop():
+            self.server.close()
+            for task in self.connections:
+                task.cancel()
+            await asyncio.gather(*self.connections, return_exceptions=True)
 
-    class Server(http.server.HTTPServer):
-        def handle_error(self, request, client_address) -> None:
-            # socketserver's default prints a traceback to stderr, the journal: a scraper that hung up mid-reply
-            # is no news, anything else is one line.
-            error = sys.exc_info()[1]
-            if not isinstance(error, ConnectionError):
-                log.warning("http: request from %s failed: %s: %s", client_address[0], type(error).__name__, error)
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
 
-    try:
-        server = Server(address, Handler)
-    except OSError as e:
-        raise EdgeError(f"--http {address[0]}:{address[1]}: cannot listen: {e.strerror or e}") from None
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="edge-http", daemon=True).start()
-    host, port = server.server_address[:2]
-    log.info("http: serving /latest, /healthz and /metrics on http://%s:%d", host, port)
+
+def _response(status: int, body: str, content_type: str) -> bytes:
+    data = body.encode("utf-8")
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode("latin-1") + data
+
+
+def serve(address: tuple[str, int], metrics: Metrics) -> Server:
+    """Start serving on a thread of its own; stop with server.close()."""
+    server = Server(address, metrics)
+    log.info("http: serving /latest, /healthz and /metrics on http://%s:%d", *server.address)
     return server

@@ -102,6 +102,7 @@ class LoopStats:
     last_result_at: float | None = None  # monotonic
     capture_alive_at: float = field(default_factory=time.monotonic)  # the capture thread's last sign of life
     latest: dict | None = None  # the last result written
+    source_error: str | None = None  # why the live source is down and when it is retried; None while frames come
 
 
 class CpuExecutor:
@@ -240,8 +241,9 @@ class Loop:
                     opened = False
                     failures += 1
                     delay = min(BACKOFF_S[0] * 2 ** (failures - 1), BACKOFF_S[1])
+                    stats.source_error = f"{e}; retrying in {delay:.2g} s (attempt {failures})"
                     if failures & (failures - 1) == 0:  # log attempts 1, 2, 4, 8...: the journal stays readable
-                        log.warning("%s; retrying in %.2g s (attempt %d)", e, delay, failures)
+                        log.warning("%s", stats.source_error)
                     self._wait(delay)
                     continue
                 stats.decode_errors = getattr(source, "decode_errors", 0) + self.bad_frames
@@ -261,7 +263,7 @@ class Loop:
                         log_skipped(f"{frame.file or 'frame'}: {e}", self.bad_frames)
                         continue
                     self._record("preprocess", time.perf_counter() - start)
-                failures = 0
+                failures, stats.source_error = 0, None
                 self.queue.put(frame)
                 stats.dropped = self.queue.dropped
         except BaseException as e:  # a bug or an environment failure: the loop re-raises it

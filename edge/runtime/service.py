@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import logging
+import math
 import os
 import pwd
 import shutil
@@ -33,11 +34,13 @@ import tomli_w
 from ..backends import BACKENDS, inference_workers
 from ..errors import EdgeError
 from ..files import atomic_write_text, read_toml
+from ..words import plural
 
 log = logging.getLogger("edge")
 
 UNIT_PATH = Path("/etc/systemd/system/edge.service")
 CONFIG_PATH = Path("/etc/edge/edge.toml")
+CONFIG_MODE = 0o640  # owner root, group edge: the service reads it, no other user may (a camera's password)
 STATE_DIR = Path("/var/lib/edge")
 SERVICE_USER = "edge"
 DEVICE_GROUPS = ("video", "render", "jtop")  # camera and GPU device nodes; jetson-stats' socket
@@ -51,36 +54,41 @@ class Option:
     default: object
     help: str
     example: object = None  # the value systemd/edge.toml sets for a service; None leaves it commented out
+    minimum: float | None = None  # the smallest number allowed, for int and float options
 
 
 RUN_OPTIONS = (
     Option("model", str, None, "a model folder, or a model's name in the repository", "efficientnet_lite0"),
     Option("repo", str, None, "the model repository (default: $EDGE_REPO or ./engines)", "/var/lib/edge/engines"),
-    Option("input", str, None, "csi://N, v4l2:///dev/videoN, rtsp://..., http(s)://..., a video file (or "
-           "file://), an image folder or glob, gst://PIPELINE, or test:// (a generated pattern)", "csi://0"),
-    Option("output", list, ["-"], "where JSON lines go, any number of: - (stdout), a file path, udp://HOST:PORT",
+    Option("input", str, None, "csi://N, v4l2:///dev/videoN (or /dev/videoN), rtsp://..., http(s)://..., a video "
+           "file (or file://), an image folder or glob, gst://PIPELINE, or test:// (a generated pattern)", "csi://0"),
+    Option("output", list, ["-"], "where JSON lines go, any number of: - (stdout), a file path, udp://HOST:PORT "
+           "(a video of the frames is --annotate)",
            ["udp://127.0.0.1:5005"]),
-    Option("width", int, None, "capture width for cameras and test:// (csi:// default 1280, test:// 640)", 1280),
-    Option("height", int, None, "capture height for cameras and test:// (csi:// default 720, test:// 480)", 720),
-    Option("fps", float, None, "capture rate for cameras; test:// paces itself at it (default 30, 0: unpaced)", 30.0),
+    Option("width", int, None, "capture width for cameras and test:// (csi:// default 1280, test:// 640)", 1280,
+           minimum=1),
+    Option("height", int, None, "capture height for cameras and test:// (csi:// default 720, test:// 480)", 720,
+           minimum=1),
+    Option("fps", float, None, "capture rate for cameras; test:// paces itself at it (default 30, 0: unpaced)", 30.0,
+           minimum=0),
     Option("loop", bool, False, "start files and folders over at their end"),
-    Option("top", int, 5, "labels per result"),
-    Option("batch", int, 0, "frames per inference (0: the model's fixed batch, else 1)"),
+    Option("top", int, 5, "labels per result", minimum=1),
+    Option("batch", int, 0, "frames per inference (0: the model's fixed batch, else 1)", minimum=0),
     Option("http", str, "", "HOST:PORT (or PORT, on 127.0.0.1) to serve /latest, /healthz and /metrics; "
            "empty: off. No authentication: keep it on loopback unless the network is trusted", "127.0.0.1:8080"),
     Option("watchdog_interval", float, 0.0, "seconds between WATCHDOG=1 pings to systemd (0: half of "
-           "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)"),
+           "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)", minimum=0),
     Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS)),
     Option("precision", str, "fp32", "fp32, fp16 or int8 (the model folder must have that variant)"),
     Option("workers", int, 0, "inferences run at once (0: one single-threaded run per core on onnxruntime, the "
            "most frames per second, and one on a GPU; 1: one run using every core, the lowest latency per frame; "
-           "N: N single-threaded runs, onnxruntime only)"),
+           "N: N single-threaded runs, onnxruntime only)", minimum=0),
     Option("groups", str, "", "a TOML file of label groups ([groups] name = [class ids, \"a-b\" ranges, labels]); "
            "empty: none"),
-    Option("min_probability", float, 0.0, "leave out labels and groups below this probability"),
-    Option("smoothing", int, 1, "average probabilities over the last N frames (1: no smoothing)"),
+    Option("min_probability", float, 0.0, "leave out labels and groups below this probability", minimum=0),
+    Option("smoothing", int, 1, "average probabilities over the last N frames (1: no smoothing)", minimum=1),
     Option("annotate", str, "", "also write the frames with their top label drawn to this video file (.avi or "
-           ".mp4), at --fps (default 30); empty: off"),
+           ".mp4), at the input's frame rate (an input without one, such as a folder: --fps, default 30); empty: off"),
 )
 OPTIONS_BY_KEY = {option.key: option for option in RUN_OPTIONS}
 
@@ -90,7 +98,10 @@ OPTIONS_BY_KEY = {option.key: option for option in RUN_OPTIONS}
 def _check(option: Option, value, where: str):
     kind = option.kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if option.minimum is not None and isinstance(value, kind) and not isinstance(value, bool) \
+            and not (math.isfinite(value) and value >= option.minimum):
+        raise EdgeError(f"{where}: {option.key} must be at least {option.minimum:g}, not {value!r}")
     if kind is list:
         if isinstance(value, str):
             return [value]
@@ -114,15 +125,18 @@ def read_config(path: str | Path) -> dict:
 def resolve_options(config: str | Path | None, flags: dict) -> dict:
     """Defaults, then the config file, then the flags given on the command line (None: not given); `workers` 0
     is replaced by the number it stands for (inference_workers)."""
+    from .sinks import output_target
+
     options = {option.key: option.default for option in RUN_OPTIONS}
     if config:
         options.update(read_config(config))
-    options.update({key: value for key, value in flags.items() if value is not None})
+    options.update({key: _check(OPTIONS_BY_KEY[key], value, "--" + key.replace("_", "-"))
+                    for key, value in flags.items() if value is not None})
     for key in ("model", "input"):
         if not options[key]:
             raise EdgeError(f"no {key}: give it {'as MODEL' if key == 'model' else 'with --input'} or in --config")
-    if options["batch"] < 0:  # the loop would wait for ever for a batch that never fills
-        raise EdgeError(f"batch must be 0 (the model's fixed batch, else 1) or more, not {options['batch']}")
+    for uri in options["output"]:  # refused now, not after the model has loaded (or on SIGHUP, kept running)
+        output_target(uri)
     options["workers"] = inference_workers(options["backend"], options["workers"])
     return options
 
@@ -271,7 +285,7 @@ class Runner:
         address = parse_address(options["http"]) if options["http"] else None
         source = open_source(options["input"], options["width"], options["height"], options["fps"], options["loop"])
         sinks = [open_sink(uri) for uri in options["output"]]
-        annotate = AnnotatedVideo(options["annotate"], options["fps"] or 30.0) if options["annotate"] else None
+        annotate = AnnotatedVideo(options["annotate"], source, options["fps"]) if options["annotate"] else None
         shown = redact(options["input"])  # no camera password in logs, STATUS or /metrics
         watchdog = Watchdog(self.notifier, watchdog_interval(options["watchdog_interval"]), shown,
                             self.started)
@@ -293,16 +307,14 @@ class Runner:
                 self.loop = None
                 self.started = self.started or watchdog.ready
                 if server is not None:
-                    server.shutdown()
-                    server.server_close()
+                    server.close()
                 metrics.close()
                 for sink in sinks:
                     sink.close()
                 if annotate is not None:
                     annotate.close()
         s = loop.stats
-        log.info("%s: %d frames, %d dropped, %d reconnects, %d decode errors", reason, s.frames, s.dropped,
-                 s.reconnects, s.decode_errors)
+        log.info("%s: %s", reason, counts(s))
         return reason
 
 
@@ -353,11 +365,16 @@ class Watchdog:
             self.last_ping = now
         if now - self.last_status >= STATUS_EVERY_S:
             fps = (stats.frames - self.frames_at_status) / (now - self.last_status)
-            status = (f"{stats.frames} frames ({fps:.1f}/s), {stats.dropped} dropped, {stats.reconnects} reconnects, "
-                      f"{stats.decode_errors} decode errors")
+            status = counts(stats, f" ({fps:.1f}/s)")
             self.notifier.send(f"STATUS={status}")
             log.info("%s", status)
             self.last_status, self.frames_at_status = now, stats.frames
+
+
+def counts(stats, rate: str = "") -> str:
+    """The loop's counters for the log and systemd's STATUS: `12 frames, 0 dropped, 1 reconnect, 0 decode errors`."""
+    return (f"{plural(stats.frames, 'frame')}{rate}, {stats.dropped} dropped, {plural(stats.reconnects, 'reconnect')}, "
+            f"{plural(stats.decode_errors, 'decode error')}")
 
 
 def run(config: str | None, flags: dict) -> int:
@@ -456,12 +473,17 @@ def render_unit(exec_start: str | None = None, groups: list[str] | None = None) 
 
 
 def _plan() -> list[list[str]]:
+    """The group and user the unit names (the group also owns the configuration), then reload and enable."""
     commands = []
+    try:
+        grp.getgrnam(SERVICE_USER)
+    except KeyError:
+        commands.append(["groupadd", "--system", SERVICE_USER])
     try:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        commands.append(["useradd", "--system", "--user-group", "--home-dir", str(STATE_DIR), "--no-create-home",
-                         "--shell", "/usr/sbin/nologin", SERVICE_USER])
+        commands.append(["useradd", "--system", "--gid", SERVICE_USER, "--home-dir", str(STATE_DIR),
+                         "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER])
     return commands + [["systemctl", "daemon-reload"], ["systemctl", "enable", "edge.service"]]
 
 
@@ -480,6 +502,28 @@ def _run(command: list[str]) -> None:
         raise EdgeError(f"{' '.join(command)} failed: {message[-1] if message else f'exit {done.returncode}'}")
 
 
+def missing_model() -> str | None:
+    """What the service would fail on at start for want of its model, from the configuration it will read (the
+    example's model while there is none); None when the model folder is in place."""
+    from ..model import CARD
+
+    if CONFIG_PATH.exists():
+        try:
+            options = read_config(CONFIG_PATH)
+        except EdgeError as e:
+            return f"{e}: the service would fail at start"
+    else:  # install writes the example
+        options = {option.key: option.example for option in RUN_OPTIONS if option.example is not None}
+    model = options.get("model")
+    if not model:
+        return f"{CONFIG_PATH} names no model: the service would fail at start"
+    repo = STATE_DIR / (options.get("repo") or "engines")  # the unit's EDGE_REPO; paths relative to STATE_DIR
+    if any((folder / CARD).is_file() for folder in (STATE_DIR / model, repo / model)):
+        return None
+    return (f"the model {model!r} ({CONFIG_PATH}) is not in {repo}: the service would fail at start; copy the "
+            f"model folder there (sudo cp -r engines/{model} {repo}/) or set model in {CONFIG_PATH}")
+
+
 def install(dry_run: bool) -> int:
 
     setup_logging()
@@ -489,20 +533,29 @@ def install(dry_run: bool) -> int:
         print(unit, end="")
         steps = [f"would run: {' '.join(command)}" for command in _plan()]
         # in the order install takes them: the files are written before systemd reloads and enables the unit
-        steps.insert(-2, f"would write: {UNIT_PATH}" + (f", {CONFIG_PATH} (example)" if write_config else ""))
+        steps[-2:-2] = ([f"would write: {CONFIG_PATH} (the example)"] if write_config else []) + [
+            f"would set: {CONFIG_PATH} to mode {CONFIG_MODE:04o}, owner root:{SERVICE_USER}",
+            f"would write: {UNIT_PATH}"]
+        if problem := missing_model():
+            steps.append(f"edge: warning: {problem}")
         print("\n".join(steps), file=sys.stderr)
         return 0
     _systemd_ready()
-    for command in _plan()[:-2]:  # the user first: the unit names it
+    for command in _plan()[:-2]:  # the group and user first: the configuration and the unit name them
         _run(command)
     if write_config:
         CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(CONFIG_PATH, render_config())
+        atomic_write_text(CONFIG_PATH, render_config())  # the example holds no credentials while it is 0644
         log.info("wrote %s (the example: edit model and input)", CONFIG_PATH)
+    os.chmod(CONFIG_PATH, CONFIG_MODE)
+    os.chown(CONFIG_PATH, 0, grp.getgrnam(SERVICE_USER).gr_gid)
+    log.info("%s: mode %04o, owner root:%s", CONFIG_PATH, CONFIG_MODE, SERVICE_USER)
     atomic_write_text(UNIT_PATH, unit)
     log.info("wrote %s", UNIT_PATH)
     for command in _plan()[-2:]:
         _run(command)
+    if problem := missing_model():
+        log.warning("%s", problem)
     log.info("installed; put the model in %s/engines, check %s, then: systemctl start edge", STATE_DIR, CONFIG_PATH)
     return 0
 
@@ -510,9 +563,10 @@ def install(dry_run: bool) -> int:
 def uninstall(dry_run: bool) -> int:
     setup_logging()
     commands = [["systemctl", "disable", "--now", "edge.service"], ["systemctl", "daemon-reload"]]
-    if dry_run:
-        print(f"would run: {' '.join(commands[0])}\nwould remove: {UNIT_PATH}\nwould run: {' '.join(commands[1])}",
-              file=sys.stderr)
+    if dry_run:  # what uninstall below would do on this machine
+        steps = ([f"would run: {' '.join(commands[0])}", f"would remove: {UNIT_PATH}"] if UNIT_PATH.exists()
+                 else [f"{UNIT_PATH}: not installed; nothing to disable or remove"])
+        print("\n".join([*steps, f"would run: {' '.join(commands[1])}"]), file=sys.stderr)
         return 0
     _systemd_ready()
     if UNIT_PATH.exists():

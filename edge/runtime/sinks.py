@@ -18,14 +18,16 @@ its classes'. A groups file is TOML:
 Smoothing averages each class's probability over the last N frames before top-k and groups are taken (a
 moving mean: a flicker of one frame moves it by 1/N). Entries below the minimum probability are left out.
 
-Outputs: "-" is stdout, udp://HOST:PORT sends one datagram per line, anything else is a file appended to.
-An annotated video (--annotate) is the one sink that takes frames rather than lines.
+Outputs: "-" is stdout, udp://HOST:PORT sends one datagram per line, file://PATH or a plain path is a file
+appended to; another scheme, or a path named like a video, is refused. An annotated video (--annotate) is the
+one sink that takes frames rather than lines.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import socket
 import sys
@@ -39,6 +41,8 @@ from ..errors import EdgeError
 from ..files import read_toml
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+log = logging.getLogger("edge")
 
 
 def load_groups(path: str | Path, labels: list[str], classes: int) -> dict[str, np.ndarray]:
@@ -211,14 +215,20 @@ def write_annotated(image: np.ndarray, lines: list[str], path: Path) -> None:
     atomic_write_bytes(path, encoded.tobytes())
 
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".h264", ".h265"})
+
+
 class AnnotatedVideo:
     """Each classified frame with its top label (or top group) drawn, to a video file: a look at what the model
-    sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's."""
+    sees. .avi is written as MJPG (any OpenCV can), .mp4 as mp4v; frames of another size are scaled to the first's.
+    The video plays at the source's frame rate, so a 10 fps clip gives a 10 fps video; a source without one (an
+    image folder, an unpaced test://) gets `fps`, else 30, and the log says so."""
 
     FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
+    DEFAULT_FPS = 30.0
 
-    def __init__(self, path: str | Path, fps: float):
-        self.path, self.fps = Path(path), fps
+    def __init__(self, path: str | Path, source, fps: float | None = None):
+        self.path, self.source, self.fps = Path(path), source, fps
         if self.path.suffix.lower() not in self.FOURCC:
             raise EdgeError(f"{self.path}: an annotated video must be .avi or .mp4")
         if not self.path.parent.is_dir():  # OpenCV would only refuse at the first frame, after its result is out
@@ -227,10 +237,15 @@ class AnnotatedVideo:
         self.size: tuple[int, int] | None = None
 
     def write(self, image: np.ndarray, result: dict) -> None:
-        if self.writer is None:
+        if self.writer is None:  # the source is open by now: it has read this frame
             self.size = (image.shape[1], image.shape[0])
             fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self.size)
+            fps = self.source.frame_rate()
+            if fps is None:
+                fps = self.fps or self.DEFAULT_FPS
+                log.info("%s: %s has no frame rate of its own; the video plays at %g fps (--fps sets it)", self.path,
+                         self.source.uri, fps)
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, fps, self.size)
             if not self.writer.isOpened():
                 raise EdgeError(f"{self.path}: OpenCV cannot write this video")
         if (image.shape[1], image.shape[0]) != self.size:
@@ -246,16 +261,36 @@ class AnnotatedVideo:
             self.writer = None
 
 
-def open_sink(uri: str):
+def output_target(uri: str) -> tuple[str, object]:
+    """What an --output names: ("stdout", None), ("udp", (host, port)) for udp://HOST:PORT, or ("file", path) for
+    file://PATH or a plain path; an EdgeError for anything else, before a model is loaded or a file created."""
     if uri == "-":
-        return StreamSink(sys.stdout, owned=False)
-    if uri.startswith("udp://"):
-        host, sep, port = uri[len("udp://"):].rpartition(":")
+        return "stdout", None
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "udp":
+        host, sep, port = rest.rpartition(":")
         if not sep or not port.isdigit() or not host:
             raise EdgeError(f"{uri}: expected udp://HOST:PORT")
-        return UdpSink(host.strip("[]"), int(port))
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        return "udp", (host.strip("[]"), int(port))
+    if scheme not in ("", "file"):  # jetson-inference's display://, rtp://, webrtc:// among them
+        raise EdgeError(f"{uri}: unknown output scheme {scheme}:// (outputs are JSON lines: -, a file, file://PATH "
+                        "or udp://HOST:PORT)")
+    path = rest if scheme else uri
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:  # jetson-inference's --output writes video; edge's, JSON lines
+        raise EdgeError(f"{path}: --output writes JSON lines, not video; for the frames with their labels drawn, "
+                        f"use --annotate {path}")
+    return "file", path
+
+
+def open_sink(uri: str):
+    """The sink of an --output (output_target)."""
+    kind, target = output_target(uri)
+    if kind == "stdout":
+        return StreamSink(sys.stdout, owned=False)
+    if kind == "udp":
+        return UdpSink(*target)
     try:
-        return StreamSink(open(path, "a", encoding="utf-8"), owned=True)
+        return StreamSink(open(target, "a", encoding="utf-8"), owned=True)
     except OSError as e:
-        raise EdgeError(f"{path}: cannot write results: {e.strerror or e}") from None
+        raise EdgeError(f"{target}: cannot write results: {e.strerror or e}") from None

@@ -2,26 +2,36 @@
 
     csi://N                 a Jetson CSI camera, through GStreamer's nvarguscamerasrc (needs JetPack's OpenCV)
     gst://PIPELINE          any GStreamer pipeline ending in appsink (needs an OpenCV built with GStreamer)
-    v4l2:///dev/videoN      a USB or V4L2 camera
+    v4l2:///dev/videoN      a USB or V4L2 camera (also a plain /dev/videoN, as jetson-inference takes it)
     rtsp://, rtmp://, http://, https://, udp://, tcp://, srt://   a network stream (OpenCV's FFmpeg backend)
     file://video.mp4, or a plain path   a video file
     a folder, or a glob such as "shots/*.jpg"   image files, in sorted order
     test://                 a generated moving pattern, so the loop can be tried on any machine
 
+${NAME} anywhere in a URI is read from the environment variable NAME, so that a password need not be on the
+command line; wherever a URI is shown, redact() hides its credentials.
+
 Live sources (cameras, streams, test://) produce frames at their own pace; the loop keeps only the latest.
 Files and folders are read as fast as the loop takes them and never drop a frame.
 
 Every source has the same small interface: `open()` (raises SourceError when it cannot), `read()` returning
-a Frame or None at the end, and `close()`. A live source that fails is reopened by the capture thread with
-backoff; a file that fails to open is an EdgeError before the loop starts.
+a Frame or None at the end, `close()`, and `frame_rate()`, the frames per second it says it delivers, once open.
+A live source that fails is reopened by the capture thread with backoff; a file that fails to open is an
+EdgeError before the loop starts.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
+import grp
 import logging
+import os
 import re
+import socket
+import stat
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +46,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 # A network stream that delivers nothing for this long is treated as failed and reopened.
 STREAM_TIMEOUT_MS = 5000
+STREAM_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}  # when the URI names none
+PROBE_TIMEOUT_S = 2.0  # connecting to a stream's server to say why it did not open
+# Query parameters and GStreamer properties whose value is a credential, by a part of their name.
+_SECRET_VALUE = re.compile(r"(?i)((?:^|[?&;\s])[\w.-]*(?:token|key|pass|pw|auth|secret|sig|cred)[\w.-]*=)[^&;#\s]*")
+
+# FFmpeg logs each failed connection itself, on every retry, past edge's throttled log (about 720 lines an hour
+# while a camera is down); NetworkStream says why instead. OpenCV reads this when its FFmpeg backend first starts.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 log = logging.getLogger("edge")
 
@@ -84,6 +102,10 @@ class Source:
     def close(self) -> None:
         pass
 
+    def frame_rate(self) -> float | None:
+        """Frames per second, as the source says once open (a video file's, a camera's); None when it has none."""
+        return None
+
     def __enter__(self) -> Source:
         self.open()
         return self
@@ -121,6 +143,9 @@ class TestPattern(Source):
         self.count += 1
         return Frame(np.roll(self.pattern, shift, axis=1), time.time())
 
+    def frame_rate(self) -> float | None:
+        return self.fps or None  # unpaced: no rate
+
 
 class Capture(Source):
     """Anything cv2.VideoCapture opens: cameras, network streams, GStreamer pipelines, video files."""
@@ -136,6 +161,8 @@ class Capture(Source):
         capture = cv2.VideoCapture(self.target, self.api, self.params)
         if not capture.isOpened():
             capture.release()
+            if self.api == cv2.CAP_V4L2:
+                raise SourceError(f"{self.uri}: {device_problem(self.target)}")
             raise SourceError(f"{self.uri}: cannot open" if self.live else f"{self.uri}: not a video OpenCV can open")
         if self.api == cv2.CAP_V4L2:
             for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
@@ -153,10 +180,26 @@ class Capture(Source):
         position = None if self.live else self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return Frame(image, time.time(), position=position)
 
+    def frame_rate(self) -> float | None:
+        rate = self.capture.get(cv2.CAP_PROP_FPS) if self.capture is not None else 0.0
+        # 0 when the container does not say; FFmpeg gives some streams' time base instead (90000)
+        return rate if 0 < rate < 1000 else None
+
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()
             self.capture = None
+
+
+class NetworkStream(Capture):
+    """A network stream through OpenCV's FFmpeg backend, whose failures to open say why (FFmpeg's own log
+    lines are silenced at the top of this module: they would bypass edge's throttled log on every retry)."""
+
+    def open(self) -> None:
+        try:
+            super().open()
+        except SourceError as e:
+            raise SourceError(f"{e}: {_why_unreachable(self.target)}") from None
 
 
 class ImageFiles(Source):
@@ -209,9 +252,38 @@ class Looping(Source):
     def close(self) -> None:
         self.inner.close()
 
+    def frame_rate(self) -> float | None:
+        return self.inner.frame_rate()
+
     @property
     def decode_errors(self) -> int:
         return getattr(self.inner, "decode_errors", 0)
+
+
+def is_camera_node(path: str) -> bool:
+    """/dev/videoN, there or not, or any other character device; not an image folder in /dev/shm."""
+    if re.fullmatch(r"/dev/video\d+", path):
+        return True
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def device_problem(path: str) -> str:
+    """Why OpenCV could not open a V4L2 device node, as far as the kernel tells it."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+            return "cannot open: no such device (unplugged?)"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            group = grp.getgrgid(os.stat(path).st_gid).gr_name
+            return f"cannot open: permission denied (add the user to the group {group}: usermod -aG {group} USER)"
+        if e.errno == errno.EBUSY:
+            return "cannot open: busy (another program is capturing from it)"
+        return f"cannot open: {e.strerror or e}"
+    return "opens, but does not capture: busy (another program capturing from it?) or not a camera"
 
 
 def csi_pipeline(sensor: int, width: int, height: int, fps: float) -> str:
@@ -240,15 +312,57 @@ def image_paths(uri: str) -> list[Path] | None:
 
 
 def redact(uri: str) -> str:
-    """The URI with its password, if any, replaced by ***: what is shown goes to logs, systemd's STATUS and
-    /metrics, and a camera's rtsp://user:password@host must not."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+    """The URI as it may be shown (logs, systemd's STATUS, /healthz, /metrics, JSON): its user information
+    (user:password@, or a token@) and the values of credential-like parameters (token=, access_token=, key=,
+    password=, auth=, sig=, a GStreamer user-pw=...) replaced by ***. A password may hold '@' or '/' unescaped,
+    so everything from :// to the last '@' counts as user information: an '@' further on hides too much, never
+    too little."""
+    uri = re.sub(r"(?s)(?<=://)(?!/).*@", "***@", uri, count=1)
+    return _SECRET_VALUE.sub(r"\1***", uri)
+
+
+def expand_environment(uri: str) -> str:
+    """${NAME} in an input URI replaced by the environment variable NAME: how a credential reaches edge without
+    being on its command line, which every user of the machine can read (/proc/PID/cmdline)."""
+    def value(match: re.Match) -> str:
+        if match.group(1) not in os.environ:
+            raise EdgeError(f"{redact(uri)}: ${{{match.group(1)}}} is not set in the environment")
+        return os.environ[match.group(1)]
+
+    return re.sub(r"\$\{(\w+)\}", value, uri)
+
+
+def _why_unreachable(url: str) -> str:
+    """Why a network stream may not have opened, found by connecting to its server (FFmpeg's own reasons are
+    silenced): refused, no answer, no such host; else the server answers and the stream itself is at fault."""
+    scheme, _, rest = url.partition("://")
+    user_information, _, after = rest.rpartition("@")
+    if re.search(r"[/?#]", user_information):  # FFmpeg ends the host part at the first of them, as RFC 3986 does
+        return "a '/', '?' or '#' in the user information (password) must be written %2F, %3F or %23"
+    authority = re.split(r"[/?#]", after, maxsplit=1)[0]
+    try:
+        parts = urllib.parse.urlsplit("//" + authority)
+        host, port = parts.hostname, parts.port or STREAM_PORTS.get(scheme.lower())
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        return "no stream arrived"  # udp:// and srt:// have no server to ask
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except socket.gaierror:
+        return f"no such host {host}"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {PROBE_TIMEOUT_S:g} s"
+    except OSError as e:  # connection refused, no route to host, network is unreachable
+        return (e.strerror or str(e)).lower()
+    return f"{host}:{port} answers but sends no stream (check the path and the credentials)"
 
 
 def open_source(uri: str, width: int | None = None, height: int | None = None, fps: float | None = None,
                 loop: bool = False) -> Source:
     """The Source for an input URI. Width, height and fps request a camera's mode and size test://;
     files, folders and streams keep their own. `loop` starts files and folders over at their end."""
+    shown, uri = redact(uri), expand_environment(uri)
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "test":
@@ -260,18 +374,23 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
         pipeline = csi_pipeline(int(rest), width or 1280, height or 720, fps or 30)
         return Capture(uri, pipeline, cv2.CAP_GSTREAMER, live=True)
     if scheme == "gst":
-        _require_gstreamer(uri)
-        return Capture(uri, rest, cv2.CAP_GSTREAMER, live=True)
+        _require_gstreamer(shown)
+        return Capture(shown, rest, cv2.CAP_GSTREAMER, live=True)
+    if not scheme and is_camera_node(uri):  # jetson-inference's habit: `--input /dev/video0`
+        scheme, rest = "v4l2", uri
     if scheme == "v4l2":
         if not rest.startswith("/dev/"):
             raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
+        if not os.path.exists(rest):  # a camera unplugged later is retried; one never there is a mistake
+            cameras = ", ".join(sorted(glob.glob("/dev/video*"))) or "none"
+            raise EdgeError(f"{rest}: no such device (video devices here: {cameras})")
         return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
     if scheme in STREAM_SCHEMES:
         timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
-        return Capture(redact(uri), uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
+        return NetworkStream(shown, uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
     if scheme not in ("", "file"):
-        raise EdgeError(f"{uri}: unknown input scheme {scheme}:// (csi, gst, v4l2, {', '.join(STREAM_SCHEMES)}, "
+        raise EdgeError(f"{shown}: unknown input scheme {scheme}:// (csi, gst, v4l2, {', '.join(STREAM_SCHEMES)}, "
                         "file, test, or a path)")
     path = rest if scheme == "file" else uri
     images = image_paths(path)
