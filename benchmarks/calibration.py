@@ -26,6 +26,7 @@ import onnx
 from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.evaluate import evaluate, read_label_list
 from edge.importer import PreprocessOptions, import_model
+from edge.info import cpu_line
 from edge.model import Card, Model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
 from edge.precision.calibrate import QUANTIZED_OPS, check_int8_graph
@@ -96,7 +97,7 @@ def main() -> None:
             ablations += [(method, name, s) for name, s in scores.items() if name not in ("fp32", "fp16", "int8")]
             print(f"{method}: calibrated on {len(images)} images in {seconds:.1f} s", flush=True)
 
-    print(f"\n{platform.machine()}, {platform.python_version()}; calibration on {args.count} images, "
+    print(f"\n{cpu_line()}, Python {platform.python_version()}; calibration on {args.count} images, "
           f"evaluation on the {rows[0][2]['fp32']['n']} others\n")
     print("| method | calibration (s) | FP32 top-1 | FP16 top-1 | FP16 agreement | FP16 max dp "
           "| INT8 top-1 | INT8 top-5 | INT8 agreement | INT8 max dp |")

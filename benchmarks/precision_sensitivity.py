@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
+from edge.backends.onnxruntime import cpu_session, session_options
 from edge.evaluate import read_label_list
 from edge.importer import PreprocessOptions, import_model
+from edge.info import cpu_line
 from edge.model import Card, softmax
 from edge.precision import calibrate, choose_images, exclude_calibration_images
 from edge.precision.calibrate import QUANTIZED_OPS, _quiet
@@ -45,7 +46,7 @@ def per_tensor(w: np.ndarray) -> np.ndarray:
 
 
 def probabilities(path: Path, x: np.ndarray, name: str) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     return np.concatenate([softmax(session.run(None, {name: x[i:i + 50]})[0]) for i in range(0, len(x), 50)])
 
 
@@ -88,6 +89,7 @@ def main() -> None:
         x = np.stack([preprocess(load_image(p), card.preprocess) for p, _ in items])
         fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
 
+        print(f"{cpu_line()}\n")
         print("## 1. Weight SQNR (dB), the 8 lowest with per-tensor scales\n")
         model, qdq = onnx.load(str(fp32)), onnx.load(str(int8))
         constants = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
@@ -114,8 +116,8 @@ def main() -> None:
         feeds = [{card.input_name: x[i:i + 1]} for i in range(20)]
         for path, augmented in ((fp32, tmp / "fp32.aug.onnx"), (int8, tmp / "int8.aug.onnx")):
             modify_model_output_intermediate_tensors(str(path), str(augmented))
-        float_acts = collect_activations(str(tmp / "fp32.aug.onnx"), iter(feeds))
-        qdq_acts = collect_activations(str(tmp / "int8.aug.onnx"), iter(feeds))
+        float_acts = collect_activations(str(tmp / "fp32.aug.onnx"), iter(feeds), session_options())
+        qdq_acts = collect_activations(str(tmp / "int8.aug.onnx"), iter(feeds), session_options())
         matched = create_activation_matching(qdq_acts, float_acts)
         errors = sorted((sqnr(m["float"], m["post_qdq"]), name) for name, m in matched.items() if m.get("float"))
         print("| tensor (input of a quantized layer) | SQNR |\n|---|---|")

@@ -197,29 +197,33 @@ def cmd_eval(args) -> int:
     from .model import find_model_folder
     from .precision.images import exclude_calibration_images
 
-    listed = read_label_list(args.label_list, args.root)
-    # A model is never scored on the images it was calibrated on.
-    items = exclude_calibration_images(find_model_folder(args.model, args.repo), listed)
-    if len(items) < len(listed):
-        left_out = plural(len(listed) - len(items), "image")
-        print(f"edge: eval leaves out {left_out} the model was calibrated on", file=sys.stderr)
-    items = items[: args.limit]
-    if not items:
-        raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not precisions:
         raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of fp32,fp16,int8")
+    listed = read_label_list(args.label_list, args.root)
+    # An INT8 variant is never scored on the images it was calibrated on, and the precisions compared with it
+    # see the same images; without one, every listed image counts.
+    int8 = "int8" in precisions
+    items = exclude_calibration_images(find_model_folder(args.model, args.repo), listed) if int8 else listed
+    left_out = len(listed) - len(items)
+    items = items[: args.limit]
+    if not items:
+        raise EdgeError(f"{args.label_list}: every listed image was used to calibrate the model")
     models, workers = load_models(args.model, args.repo, args.backend, precisions)
     scores = evaluate(models, items, batch_size=args.batch, workers=workers)
     if args.json:  # one shape however many precisions (README.md, "Classify and evaluate")
         model = next(iter(models.values()))
-        print(json.dumps({"schema": "edge.eval/1", "model": model.card.name, "n": len(items), "precisions": scores}))
+        print(json.dumps({"schema": "edge.eval/1", "model": model.card.name, "n": len(items),
+                          "calibration_images_left_out": left_out, "precisions": scores}))
         return 0
     print(f"{'precision':10} {'images':>7} {'top-1':>7} {'top-5':>7} {'top-1 err':>9} {'agree':>7} {'max |dp|':>9}")
     for name, s in scores.items():
         compared = (f"{s['top1_agreement']:7.2%} {s['max_probability_deviation']:9.4f}" if "top1_agreement" in s
                     else f"{'-':>7} {'-':>9}")
         print(f"{name:10} {s['n']:7d} {s['top1']:7.2%} {s['top5']:7.2%} {s['top1_error']:9.2%} {compared}")
+    if int8:
+        print(f"left out: the {plural(left_out, 'listed image')} model.int8.onnx was calibrated on, for every "
+              "precision")
     return 0
 
 

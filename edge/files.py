@@ -78,9 +78,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # a full disk's write names no file: name the target
-            e.filename = str(path)
+        _name_target(e, path)
         raise
+
+
+def _name_target(error: BaseException, target: Path) -> None:
+    """A full disk's write names no file (OSError ENOSPC, filename None): name what was being written, so the CLI
+    says it in one line."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = str(target)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -158,8 +164,16 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
         if replace and final.exists():
             _replace_folder(staging, final)
         else:
-            os.rename(staging, final)
+            try:
+                os.rename(staging, final)
+            except OSError as e:  # two imports of one name at once: the first to finish keeps it
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                raise EdgeError(f"{final}: made by another run meanwhile; pass --force to replace it") from None
         fsync_path(final.parent)
+    except BaseException as e:
+        _name_target(e, final)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -178,9 +192,9 @@ def updated_folder(folder: str | os.PathLike) -> Iterator[Path]:
         for entry in folder.iterdir():
             if (staging / entry.name).exists() or _LEFTOVER.fullmatch(entry.name):
                 continue
-            if entry.is_dir():
-                shutil.copytree(entry, staging / entry.name, copy_function=_link_or_copy)
-            else:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, staging / entry.name, symlinks=True, copy_function=_link_or_copy)
+            else:  # a file, or a symbolic link (to a file or a folder), which stays a link
                 _link_or_copy(entry, staging / entry.name)
 
 

@@ -24,7 +24,8 @@ from .errors import EdgeError, first_line
 
 MAX_IMAGE_PIXELS = 100_000_000
 FORMATS = "JPEG, PNG, BMP, TIFF, WebP, PNM"
-_PNM = re.compile(rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)\s")
+# A comment ends at CR or LF, as OpenCV's PxM reader ends it (else "#x\r20000 20000\n8 8" would read as 8 x 8)
+_PNM = re.compile(rb"P[1-6](?:\s|#[^\r\n]*[\r\n])+(\d+)(?:\s|#[^\r\n]*[\r\n])+(\d+)\s")
 
 
 def max_image_pixels() -> int:
@@ -89,9 +90,15 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     sizes = {}
     for entry in range(directory + 2, directory + 2 + 12 * count, 12):
         tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
-        if tag in (256, 257):  # a SHORT (type 3) or a LONG, at the start of the value field
-            sizes[tag] = struct.unpack_from(order + ("H" if kind == 3 else "I"), data, entry + 8)[0]
+        # Of a tag given twice, libtiff reads the first (and only warns), so the budget must judge that one.
+        if tag in (256, 257) and tag not in sizes:
+            if kind not in _TIFF_SIZE_TYPES:  # libtiff takes others too (a LONG8's value is at an offset): refused
+                return None
+            sizes[tag] = struct.unpack_from(order + _TIFF_SIZE_TYPES[kind], data, entry + 8)[0]
     return (sizes[256], sizes[257]) if len(sizes) == 2 else None
+
+
+_TIFF_SIZE_TYPES = {3: "H", 4: "I"}  # SHORT and LONG, the types writers give sizes in, at the start of the field
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

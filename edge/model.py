@@ -222,7 +222,7 @@ def _inside(folder: Path, name: str, key: str, problems: list[str]) -> Path | No
 def _read_mean_image(path: Path, problems: list[str]) -> np.ndarray | None:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)  # the header first: a size is checked unread
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
         problems.append(f"{path}: not a .npy array ({first_line(e)})")
         return None
     if array.ndim != 3 or not all(1 <= d <= MAX_SIDE for d in array.shape) or array.dtype.kind not in "fiu":

@@ -98,14 +98,18 @@ def engine_files(folder: Path) -> list[Path]:
 
 
 def remove(model: str | os.PathLike, repo: str | os.PathLike | None = None, engines_only: bool = False) -> list[Path]:
-    """Remove a model folder (renamed aside first, so it is never seen half-deleted), or only its engines.
-    Returns what was removed."""
-    folder = find_model_folder(model, repo)
+    """Remove a model folder (renamed aside first, so it is never seen half-deleted), or only its engines; a model
+    that is a symbolic link is removed as the link, never what it points to. Returns what was removed."""
+    folder = Path(os.path.abspath(find_model_folder(model, repo)))  # "." names the folder it is: set aside by name
     if engines_only:
         removed = engine_files(folder)
         for path in removed:  # each engine before its sidecar: an engine never outlives its sidecar
             path.unlink()
         return removed
+    if folder.is_symlink():  # the repository holds the link, not what it points to: that stays where it is
+        folder.unlink()
+        fsync_path(folder.parent)
+        return [folder]
     # Named as files.py names a temporary, so a run killed before the rmtree ends leaves what the next run on
     # this name clears (files.remove_stale), rather than a folder nothing ever removes.
     aside = folder.with_name(f".{folder.name}.{os.getpid()}.removing.tmp")
@@ -163,12 +167,14 @@ def describe_card(card: Card, folder: Path) -> list[str]:
         lines.append(f"labels       {card.labels}: {len(labels)}, from {labels[0]!r} to {labels[-1]!r}")
     else:
         lines.append("labels       none (classes print as numbers)")
-    source = card.source
+    source = card.source  # a record nothing runs from: an edited one is shown as far as it goes, not refused
     lines.append(f"source       {source.get('kind', '?')}, imported {source.get('imported', '?')} "
                  f"by edge {source.get('edge_version', '?')}")
-    for f in source.get("files", []):
-        lines.append(f"  {f['role']:10} {f['path']}  sha256 {f['sha256']}")
+    files = source.get("files")
+    for f in files if isinstance(files, list) else []:
+        if isinstance(f, dict):
+            lines.append(f"  {str(f.get('role', '?')):10} {f.get('path', '?')}  sha256 {f.get('sha256', '?')}")
     origin = source.get("origin")
-    if origin:
+    if isinstance(origin, dict) and origin:
         lines.append(f"  {'origin':10} " + ", ".join(f"{key} {value}" for key, value in origin.items()))
     return lines

@@ -251,3 +251,84 @@ def test_what_each_rename_moves_is_flushed_before_it_and_its_folder_after(swap, 
         if source.endswith((".tmp", ".staging")):  # new content, not an old folder moved aside
             assert set(moved) <= flushed_before, (source, set(moved) - flushed_before)
         assert str(Path(target).parent) in flushed_after, target
+
+
+@pytest.mark.parametrize("verb", ["import", "calibrate"])
+def test_a_full_disk_is_one_line_naming_the_model_folder_and_leaves_it_as_it_was(verb, repo, tmp_path, images,
+                                                                                 monkeypatch, capsys, request):
+    if verb == "calibrate":
+        request.getfixturevalue("onnxruntime_calibrates")
+    folder = old_folder("fp16", repo, tmp_path, images)
+    old = state(folder)
+
+    def full(*args, **kwargs):  # as a write to a full disk fails: ENOSPC, naming no file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("onnx.save", full)
+    capsys.readouterr()
+    assert main(command(verb, repo, tmp_path, images)) == 1
+    assert capsys.readouterr().err == f"edge: error: {folder.resolve()}: {os.strerror(errno.ENOSPC)}\n"
+    assert state(folder) == old and leftovers(repo) == []
+
+
+def test_calibrate_on_a_disk_that_fills_says_so_in_one_line(repo, tmp_path, images, monkeypatch, capsys,
+                                                            onnxruntime_calibrates):
+    folder = old_folder("fp16", repo, tmp_path, images)
+    old = state(folder)
+
+    def cut_short(source, target, *args, **kwargs):  # as ONNX's C++ writes on a full disk: short, and no error
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+
+    monkeypatch.setattr("onnx.shape_inference.infer_shapes_path", cut_short)
+    capsys.readouterr()
+    assert main(command("calibrate", repo, tmp_path, images)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge: error: {folder}: ONNX Runtime read back a cut-short working copy") and \
+        err.count("\n") == 1, err
+    assert state(folder) == old and leftovers(repo) == []
+
+
+def test_an_update_keeps_symbolic_links_in_the_folder_as_links(tmp_path):
+    folder, shared = tmp_path / "tiny", tmp_path / "shared"
+    (shared / "inner").mkdir(parents=True)
+    (shared / "images.png").write_bytes(b"png")
+    folder.mkdir()
+    (folder / "model.toml").write_text("card")
+    (folder / "images").symlink_to(shared)  # a folder kept elsewhere, linked in
+    (folder / "sub").mkdir()
+    (folder / "sub" / "inner").symlink_to(shared / "inner")
+    with files.updated_folder(folder) as staging:
+        (staging / "calibration.json").write_text("{}")
+    assert (folder / "images").is_symlink() and os.readlink(folder / "images") == str(shared)
+    assert (folder / "sub" / "inner").is_symlink()
+    assert sorted(p.name for p in folder.iterdir()) == ["calibration.json", "images", "model.toml", "sub"]
+
+
+def test_a_folder_made_by_another_run_meanwhile_is_kept_and_named_in_one_line(tmp_path, capsys):
+    final = tmp_path / "engines" / "tiny"
+    with pytest.raises(files.EdgeError, match=f"^{final}: made by another run meanwhile; pass --force to replace it$"):
+        with files.staged_folder(final) as staging:
+            (staging / "model.toml").write_text("ours")
+            final.mkdir()  # the other `edge import` finished first
+            (final / "model.toml").write_text("theirs")
+    assert (final / "model.toml").read_text() == "theirs" and leftovers(tmp_path) == []
+
+
+def test_a_folder_reimported_while_calibrating_gets_no_calibration_of_the_old_model(repo, tmp_path, images,
+                                                                                    monkeypatch, capsys,
+                                                                                    onnxruntime_calibrates):
+    calibrate = sys.modules["edge.precision.calibrate"]  # the module; the package's `calibrate` is the function
+    folder = old_folder("fp16", repo, tmp_path, images)
+    calibrate_into = calibrate._calibrate_into
+
+    def reimported_meanwhile(*args):
+        calibrate_into(*args)  # calibrated on the RGB card's preprocessing...
+        assert main(command("import", repo, tmp_path, images)) == 0  # ...then another run makes it BGR
+
+    monkeypatch.setattr(calibrate, "_calibrate_into", reimported_meanwhile)
+    capsys.readouterr()
+    assert main(command("calibrate", repo, tmp_path, images)) == 1
+    assert "model.toml or model.onnx was replaced while calibrating" in capsys.readouterr().err
+    reimported = state(folder)
+    assert reimported["color"] == "bgr" and reimported["calibration"] is None
+    assert "model.int8.onnx" not in reimported["files"] and leftovers(repo) == []

@@ -60,7 +60,8 @@ def test_annotate_many_images_writes_a_folder_of_them(setup, tmp_path, capsys):
     assert cv2.imread(str(out / "c.jpg")).shape == (48, 64, 3)
 
 
-@pytest.mark.parametrize("case", ["same name twice", "not an image suffix", "no such folder", "no such image"])
+@pytest.mark.parametrize("case", ["same name twice", "not an image suffix", "no such folder", "no such image",
+                                  "the image itself", "the images' own folder"])
 def test_annotate_problems_are_one_line_and_nothing_is_written(case, setup, tmp_path, capsys):
     repo, shots = setup
     other = tmp_path / "other"
@@ -71,9 +72,23 @@ def test_annotate_problems_are_one_line_and_nothing_is_written(case, setup, tmp_
         "not an image suffix": ([str(shots / "a.png")], tmp_path / "out.txt"),
         "no such folder": ([str(shots / "a.png")], tmp_path / "missing" / "out.png"),
         "no such image": ([str(shots / "zzz.png")], tmp_path / "out.png"),
+        "the image itself": ([str(shots / "a.png")], shots / "a.png"),
+        "the images' own folder": ([str(shots)], shots),
     }[case]
     before = sorted(tmp_path.rglob("*"))
+    originals = {path: path.read_bytes() for path in before if path.is_file()}
     assert cli.main(["classify", "tiny", *images, "--repo", str(repo), "--annotate", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("edge: error: ")
     assert sorted(tmp_path.rglob("*")) == before
+    assert {path: path.read_bytes() for path in before if path.is_file()} == originals
+
+
+def test_annotate_writes_every_suffix_it_accepts(setup, tmp_path, capsys):
+    from edge.runtime.sources import IMAGE_SUFFIXES
+
+    repo, shots = setup
+    for suffix in sorted(IMAGE_SUFFIXES):
+        out = tmp_path / f"annotated{suffix}"
+        classify(["tiny", str(shots / "a.png"), "--repo", str(repo), "--annotate", str(out)], capsys)
+        assert cv2.imread(str(out)).shape == (48, 64, 3), suffix

@@ -48,4 +48,29 @@ def test_one_run_on_the_thread_pool_does_not_spin_and_several_runs_are_single_th
     pool = Model.load(folder, runs=1).backend.session.get_session_options()
     assert pool.intra_op_num_threads == 0  # ONNX Runtime's default: a thread per core
     assert pool.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert pool.get_session_config_entry("session.disable_quant_qdq") == "1"  # Q/DQ as TensorRT computes it
     assert Model.load(folder, runs=2).backend.session.get_session_options().intra_op_num_threads == 1
+
+
+XEON = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw " \
+       "avx512_vnni avx_vnni\n"
+EPYC = "processor\t: 0\nmodel name\t: AMD EPYC 7763 64-Core Processor\nflags\t\t: fpu sse2 avx avx2 fma\n\n" \
+       "processor\t: 1\nmodel name\t: AMD EPYC 7763 64-Core Processor\nflags\t\t: fpu sse2 avx avx2 fma\n"
+ORIN = "processor\t: 0\nBogoMIPS\t: 62.50\nFeatures\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp asimddp\n"
+
+
+@pytest.mark.parametrize("cpuinfo, name, flags, saturates", [
+    (XEON, "Intel(R) Xeon(R) Processor", ["avx2", "avx512f", "avx512_vnni", "avx_vnni"], False),
+    (EPYC, "AMD EPYC 7763 64-Core Processor", ["avx2"], True),
+    (ORIN, None, ["asimddp"], False),
+    ("", None, [], False),
+])
+def test_info_names_what_the_cpu_offers_int8_and_the_path_edge_takes(cpuinfo, name, flags, saturates):
+    import platform
+
+    from edge.info import cpu_int8_flags, int8_path
+
+    assert cpu_int8_flags(cpuinfo) == (name or platform.machine(), flags)
+    path = int8_path(flags)
+    assert path.startswith("Q/DQ emulated in float32")  # on every CPU
+    assert ("would saturate 16-bit sums" in path) == saturates

@@ -272,7 +272,8 @@ def test_every_argument_of_every_verb_says_what_it_is():
 def test_info_reports_every_component(capsys):
     assert edge("info", "--json") == 0
     facts = json.loads(capsys.readouterr().out)
-    for key in ("python", "numpy", "onnxruntime", "calibrate", "opencv", "cuda", "pycuda", "tensorrt", "jetson-stats"):
+    for key in ("python", "cpu", "int8 path", "numpy", "onnxruntime", "calibrate", "opencv", "cuda", "pycuda",
+                "tensorrt", "jetson-stats"):
         assert facts[key]
 
 

@@ -128,6 +128,59 @@ def test_a_header_over_the_budget_is_refused_before_decoding(tmp_path, monkeypat
         load_image(small)
 
 
+@pytest.mark.parametrize("header", [b"P6\n#x\r20 30\n8 8\n255\n", b"P5 #c\r20 30\n255\n", b"P6\n#a\n#b\r20\t30\n255\n"])
+def test_a_pnm_comment_ended_by_a_carriage_return_is_read_as_opencv_reads_it(header):
+    """OpenCV's PxM reader ends a comment at CR or LF: a parser ending it at LF only read `8 8` below a
+    20 x 30 image, and the budget judged the wrong size."""
+    data = header + bytes(20 * 30 * 3)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (30, 20)
+    assert header_size(data) == (20, 30)
+
+
+def tiff_with_sizes_twice(data: bytes, width: int, height: int) -> bytes:
+    """A TIFF whose first directory gives ImageWidth and ImageLength twice, width x height first: libtiff (so
+    OpenCV) reads the first of a repeated tag and warns."""
+    order = "<" if data[:2] == b"II" else ">"
+    (directory,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[directory : directory + 2])
+    entries = [data[directory + 2 + 12 * i : directory + 14 + 12 * i] for i in range(count)]
+    claimed = [struct.pack(order + "HHII", tag, 4, 1, size) for tag, size in ((256, width), (257, height))]
+    rewritten = [*claimed, *entries]
+    return (data[:4] + struct.pack(order + "I", len(data)) + data[8:] + struct.pack(order + "H", len(rewritten))
+            + b"".join(rewritten) + b"\0\0\0\0")
+
+
+def test_a_tiff_giving_its_size_twice_is_judged_by_the_size_opencv_decodes(tmp_path):
+    path = tmp_path / "twice.tif"
+    path.write_bytes(tiff_with_sizes_twice(encode(".tif", 4, 5), 30000, 30000))
+    with pytest.raises(EdgeError, match=f"{path}: 30000x30000 pixels .* over the 100 MP limit"):
+        load_image(path)
+    assert header_size(tiff_with_sizes_twice(encode(".tif", 4, 5), 7, 3)) == (7, 3)
+    assert cv2.imdecode(np.frombuffer(tiff_with_sizes_twice(encode(".tif", 4, 5), 7, 3), np.uint8),
+                        cv2.IMREAD_COLOR).shape[:2] == (3, 7)  # the first of each, as the header parser takes
+
+
+@pytest.mark.parametrize("kind", [16, 17])  # LONG8, SLONG8
+def test_a_tiff_size_stored_at_an_offset_is_not_read_as_the_offset(tmp_path, kind):
+    """libtiff reads an 8-byte size from where the entry points: a parser taking the entry's 4 bytes as the size
+    judged a 30000-pixel-wide image by its offset."""
+    data = encode(".tif", 4, 5)
+    (directory,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[directory : directory + 2])
+    entries = [data[directory + 2 + 12 * i : directory + 14 + 12 * i] for i in range(count)]
+    offset = len(data)
+    width = struct.pack("<HHII", 256, kind, 1, offset)
+    entries = [width if e[:2] == struct.pack("<H", 256) else e for e in entries]
+    data += struct.pack("<Q", 30000)
+    data = (data[:4] + struct.pack("<I", len(data)) + data[8:] + struct.pack("<H", len(entries)) + b"".join(entries)
+            + b"\0\0\0\0")
+    assert header_size(data) is None or header_size(data)[0] == 30000
+    path = tmp_path / "offset.tif"
+    path.write_bytes(data)
+    with pytest.raises(EdgeError, match=str(path)):
+        load_image(path)
+
+
 def test_hostile_images_stay_within_1_gb_and_edge_run_skips_them(model, tmp_path):
     """Measured in a child process of its own (ru_maxrss): before the pixel budget, the first file took 5.3 GB."""
     folder = tmp_path / "shots"
@@ -212,6 +265,16 @@ def test_a_card_edited_to_nonsense_is_refused_naming_the_entry(model, tmp_path, 
         assert code == 1 and f"{folder / 'model.toml'}: " in err and fragment in err, err
 
 
+@pytest.mark.parametrize("contents", [b"", b"\x93NUM", b"\x93NUMPY\x01\x00\x10\x00{'descr':", b"104,117,123\n"])
+def test_a_mean_image_that_is_no_npy_array_is_refused_naming_it(model, tmp_path, capsys, contents):
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(".png", 12, 16))
+    folder = edit_card(model, (("preprocess", "mean_image"), "mean.npy"))
+    (folder / "mean.npy").write_bytes(contents)  # empty (a full disk, a kill mid-copy), cut short, or text
+    code, err = edge(capsys, "classify", folder, image)
+    assert code == 1 and f"{folder / 'mean.npy'}: not a .npy array" in err, err
+
+
 @pytest.mark.parametrize("edit, fragment", [
     ((("input", "name"), "data"), "input 'data' expected, the graph's inputs are image[N,3,8,8]"),
     ((("output", "name"), "prob"), "output 'prob' expected, the graph's outputs are logits[N,4]"),
@@ -230,6 +293,23 @@ def test_a_card_that_disagrees_with_its_graph_is_refused(model, tmp_path, capsys
             assert code == 0
         else:
             assert code == 1 and f"{folder / 'model.onnx'}: does not match model.toml: {fragment}" in err, err
+
+
+@pytest.mark.parametrize("batch", [0, 2])
+def test_a_card_whose_batch_the_graph_does_not_take_is_refused(tmp_path, capsys, batch):
+    repo = tmp_path / "engines"
+    assert main(["import", str(tiny_classifier(tmp_path / "one.onnx", batch=1)), "--repo", str(repo)]) == 0
+    folder = edit_card(repo / "one", (("input", "batch"), batch))
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(".png", 12, 16))
+    code, err = edge(capsys, "classify", folder, image)
+    assert code == 1 and f"input image[1,3,8,8], the card says [{batch or 'N'},3,8,8]" in err, err
+
+
+def test_a_card_whose_batch_takes_over_1_gb_is_refused(model, tmp_path, capsys):
+    folder = edit_card(model, (("input", "shape"), [3, 1024, 1024]), (("input", "batch"), 100))
+    code, err = edge(capsys, "classify", folder, tmp_path / "a.png")
+    assert code == 1 and "batch 100 of [3, 1024, 1024] inputs is 1200 MiB of float32, over 1024 MiB" in err, err
 
 
 def test_a_model_file_from_another_model_names_the_file_and_the_tensors(model, tmp_path, capsys):

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edge.backends.onnxruntime import cpu_session
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
@@ -92,8 +92,7 @@ def write_images(folder: Path, count: int, seed: int = 1) -> list[Path]:
 
 
 def run(path: Path, batch: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": batch})[0]
+    return cpu_session(path).run(None, {"image": batch})[0]
 
 
 def batch_of(folder: Path, images: list[Path]) -> np.ndarray:
@@ -314,6 +313,23 @@ def test_evaluation_excludes_calibration_images_by_path_and_by_content(calibrate
     shutil.copyfile(chosen[0], renamed_copy)
     items = [(p, 0) for p in chosen + held_out] + [(renamed_copy, 0)]
     assert exclude_calibration_images(folder, items) == [(p, 0) for p in held_out]
+
+
+def test_eval_leaves_out_calibration_images_only_when_int8_is_evaluated(calibrated, tmp_path, capsys):
+    from edge.cli import main
+
+    folder, chosen, held_out = calibrated
+    listing = tmp_path / "val.txt"
+    listing.write_text("".join(f"{p} 0\n" for p in chosen + held_out))
+    capsys.readouterr()
+    assert main(["eval", str(folder), "--list", str(listing), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(chosen + held_out)  # FP32 alone: every image
+    assert main(["eval", str(folder), "--list", str(listing), "--json", "--precision", "fp32,int8"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["n"] == scores["precisions"]["fp32"]["n"] == len(held_out)
+    assert scores["calibration_images_left_out"] == len(chosen)
+    assert main(["eval", str(folder), "--list", str(listing), "--precision", "int8"]) == 0
+    assert f"left out: the {len(chosen)} listed images model.int8.onnx was calibrated on" in capsys.readouterr().out
 
 
 # --- the calibration cache format ---------------------------------------------------------------------------

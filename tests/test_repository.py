@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from edge import __version__, cli
 from edge.engine import BuildSpec, Target, engine_path, install_engine, make_sidecar, source_hashes
 from edge.errors import EdgeError
+from edge.files import read_toml
 from edge.repository import contents, model_folders
 
 from runtime_support import tiny_model_folder
@@ -156,3 +158,32 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"edge {__version__}"
+
+
+def test_edge_rm_of_a_symlinked_model_removes_the_link_not_the_folder_it_points_to(repo, tmp_path, capsys):
+    elsewhere = tmp_path / "ssd" / "tiny"
+    elsewhere.parent.mkdir()
+    shutil.move(repo / "tiny", elsewhere)
+    (repo / "tiny").symlink_to(elsewhere)
+    assert cli.main(["rm", "tiny", "--repo", str(repo)]) == 0
+    assert capsys.readouterr().out.strip() == f"removed {repo / 'tiny'}"
+    assert sorted(p.name for p in repo.iterdir()) == [".downloads", "other"]  # nothing set aside either
+    assert (elsewhere / "model.toml").is_file() and (elsewhere / "model.onnx").is_file()
+
+
+def test_edge_rm_dot_removes_the_model_folder_it_is_run_in(repo, monkeypatch, capsys):
+    monkeypatch.chdir(repo / "tiny")
+    assert cli.main(["rm", "."]) == 0
+    assert capsys.readouterr().out.strip() == f"removed {repo / 'tiny'}"
+    assert sorted(p.name for p in repo.iterdir()) == [".downloads", "other"]
+
+
+
+@pytest.mark.parametrize("source", [{"files": 5}, {"files": [5]}, {"origin": "zoo"}, {"files": [{"role": "model"}]},
+                                    {"files": [{"role": ["model"], "path": "x", "sha256": "0"}]}])
+def test_edge_show_prints_an_edited_source_record_as_far_as_it_goes(repo, capsys, source):
+    card = read_toml(repo / "tiny" / "model.toml")
+    card["source"] = {"kind": "onnx", **source}
+    (repo / "tiny" / "model.toml").write_text(tomli_w.dumps(card))
+    assert cli.main(["show", "tiny", "--repo", str(repo)]) == 0
+    assert "source       onnx, imported ?" in capsys.readouterr().out

@@ -583,3 +583,36 @@ def test_a_camera_that_does_not_open_says_why(tmp_path, monkeypatch, error, reas
     node.touch()
     monkeypatch.setattr(sources.os, "open", refuse)
     assert sources.device_problem(str(node)).startswith(reason)
+
+
+def test_a_camera_whose_group_has_no_name_here_says_why(tmp_path, monkeypatch):
+    from edge.runtime import sources
+
+    def refuse(path, flags):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    def no_name(gid):
+        raise KeyError(f"getgrgid(): gid not found: {gid}")  # as grp says it for a gid /etc/group does not list
+
+    node = tmp_path / "video0"
+    node.touch()
+    monkeypatch.setattr(sources.os, "open", refuse)
+    monkeypatch.setattr(sources.grp, "getgrgid", no_name)
+    assert sources.device_problem(str(node)) == (f"cannot open: permission denied (the device's group, gid "
+                                                 f"{node.stat().st_gid}, has no name here)")
+
+
+def test_a_looped_clip_keeps_its_frame_rate_for_the_annotated_video(tmp_path):
+    video = write_video(tmp_path / "clip.avi", 3, fps=10)
+    with open_source(str(video), loop=True) as source:
+        assert source.frame_rate() == 10
+
+
+def test_skipped_files_are_logged_at_the_1st_2nd_4th_8th(caplog):
+    from edge.runtime.sources import log_skipped
+
+    with caplog.at_level("WARNING", logger="edge"):
+        for count in range(1, 20):
+            log_skipped("x.png: broken", count)
+    assert [r.getMessage() for r in caplog.records] == [f"x.png: broken; skipped ({n} skipped so far)"
+                                                        for n in (1, 2, 4, 8, 16)]

@@ -35,6 +35,7 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.drops: dict[str, int] = {}  # path -> how many more responses to cut off halfway
         self.ranges: list[str | None] = []  # the Range header of each request, in order
+        self.length: str | None = None  # a Content-Length to send instead of the true one
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -49,7 +50,7 @@ class Server:
                     self.send_error(416)
                     return
                 self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Length", server.length or str(len(data) - start))
                 self.end_headers()
                 body = data[start:]
                 if server.drops.get(self.path, 0) > 0:
@@ -241,7 +242,7 @@ def test_a_changed_shipped_prototxt_is_refused_too(tmp_path, server, monkeypatch
     monkeypatch.setattr("edge.zoo.load_zoo", lambda: {name: entry})
     with pytest.raises(EdgeError, match=f"{prototxt.package}: sha256 .*, expected 0000"):
         pull(name, tmp_path / "engines")
-    assert list((tmp_path / "engines").iterdir()) == []
+    assert not (tmp_path / "engines").exists() and server.ranges == []  # found out before the download
 
 
 def test_an_interrupted_download_resumes_where_it_broke_off(resnet, server):
@@ -311,3 +312,33 @@ def test_an_unknown_name_and_an_unreachable_url_are_one_line(resnet, server, cap
     assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--url", server.url("missing.onnx")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "HTTP 404" in err
+
+
+def test_a_checked_download_whose_import_fails_is_kept_for_the_next_run(resnet, server, tmp_path, capsys):
+    entry, data, repo = resnet
+    wrong = tmp_path / "wrong_labels.txt"
+    wrong.write_text("".join(f"class {i}\n" for i in range(1001)))
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--labels", str(wrong)]) == 1
+    assert "1001 labels" in capsys.readouterr().err and not (repo / entry.name).exists()
+    server.ranges.clear()
+    labels = imagenet_labels(tmp_path / "synset_words.txt")
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--labels", str(labels)]) == 0
+    assert server.ranges == [f"bytes={len(data)}-"]  # nothing fetched again: the file it had was checked again
+    assert sorted(p.name for p in repo.iterdir()) == [entry.name]
+
+
+@pytest.mark.parametrize("url", ["mirror.example/resnet18-v1-7.onnx", "/tmp/resnet18-v1-7.onnx", "http://[::1",
+                                 "ftp://mirror.example/resnet18-v1-7.onnx"])
+def test_a_mirror_that_is_no_http_url_is_one_line_before_anything_is_made(resnet, url, capsys):
+    entry, _, repo = resnet
+    assert cli.main(["zoo", "pull", entry.name, "--repo", str(repo), "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge: error: {url}: not ") and err.count("\n") == 1, err
+    assert not repo.exists()
+
+
+def test_a_server_sending_a_content_length_that_is_no_number_is_read_to_its_end(resnet, server):
+    entry, data, repo = resnet
+    server.length = "lots"  # http.client then reads to the connection's close
+    folder = pull(entry.name, repo)
+    assert (folder / "model.onnx").is_file() and server.ranges == [None]

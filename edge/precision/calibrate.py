@@ -21,12 +21,14 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from tqdm import tqdm
 
@@ -75,14 +77,25 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     card = Card.read(folder)
     source = folder / PRECISION_FILES["fp32"]
     model = load_checked_onnx(folder, card)
+    calibrated = {path: sha256_file(path) for path in (folder / CARD, source)}  # what the int8 files are made from
     # The three files change together or not at all: written in a staging folder that then replaces the model
     # folder in one step. ONNX Runtime's working files (tens of MB) live in it too, so a killed run's are found.
     with updated_folder(folder) as staging:
-        _calibrate_into(staging, source, model, card, images, method, tensorrt_version)
+        try:
+            _calibrate_into(staging, calibrated[source], model, card, images, method, tensorrt_version)
+        except DecodeError as e:  # ONNX's shape inference (in ONNX Runtime) does not report a write cut short
+            free = shutil.disk_usage(staging).free
+            raise EdgeError(f"{folder}: ONNX Runtime read back a cut-short working copy of the model "
+                            f"({first_line(e)}); {free >> 20} MiB free on that disk, and calibration needs room "
+                            f"for several copies of {source.name}") from None
+        # The folder's other files join the new ones next: not those of an `edge import --force` run meanwhile
+        if any(sha256_file(path) != sha256 for path, sha256 in calibrated.items()):
+            raise EdgeError(f"{folder}: {CARD} or {source.name} was replaced while calibrating (another edge run?); "
+                            "nothing written: calibrate again")
     return folder / PRECISION_FILES["int8"]
 
 
-def _calibrate_into(staging: Path, source: Path, model: onnx.ModelProto, card: Card, images: list[Path],
+def _calibrate_into(staging: Path, model_sha256: str, model: onnx.ModelProto, card: Card, images: list[Path],
                     method: str, tensorrt_version: str) -> None:
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
@@ -112,7 +125,7 @@ def _calibrate_into(staging: Path, source: Path, model: onnx.ModelProto, card: C
         "method": method,
         "count": len(images),
         "images": [{"path": str(Path(p).resolve()), "sha256": sha256_file(p)} for p in images],
-        "model_sha256": sha256_file(source),
+        "model_sha256": model_sha256,
         "int8_sha256": hashlib.sha256(int8_bytes).hexdigest(),
         "cache_header": cache_header(tensorrt_version),
         "quantized_ops": QUANTIZED_OPS,

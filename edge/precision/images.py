@@ -4,7 +4,7 @@ choose_images takes a folder of images or a list file (`file [class_id]` a line,
 folder, like labels.txt), sorts the paths, and picks `count` of them evenly spaced through that order: the same
 files every time, spread over the classes when the names follow them (ImageNet's synset order). calibrate()
 records the chosen files and their SHA-256 in calibration.json; exclude_calibration_images drops them, by path
-or by content, from an evaluation list, so `edge eval` never scores a model on its own calibration images.
+or by content, from an evaluation list, so `edge eval` never scores an INT8 variant on its own calibration images.
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ def draw_text(image: np.ndarray, lines: list[str]) -> None:
 def annotation_paths(images: list[Path], out: Path) -> list[Path]:
     """Where `edge classify --annotate OUT` writes each image: to OUT for one image (unless OUT is a folder),
     else into the folder OUT (made if missing) under each image's own name. Checked before any image is
-    classified: an unwritable place or two images of the same name are found out first."""
+    classified: an unwritable place, two images of the same name or an image written over itself are found out
+    first."""
     from .sources import IMAGE_SUFFIXES
 
     if len(images) == 1 and not out.is_dir():
@@ -192,14 +193,20 @@ def annotation_paths(images: list[Path], out: Path) -> list[Path]:
             raise EdgeError(f"{out}: an annotated image is written as {', '.join(sorted(IMAGE_SUFFIXES))}")
         if not out.parent.is_dir():
             raise EdgeError(f"{out}: no folder {out.parent} to write the annotated image into")
-        return [out]
-    if out.exists() and not out.is_dir():
-        raise EdgeError(f"{out}: {len(images)} annotated images go into a folder, and this is a file")
-    paths = [out / image.name for image in images]
-    if len(set(paths)) < len(paths):
-        twice = next(p for p in paths if paths.count(p) > 1)
-        raise EdgeError(f"{out}: two images would both be written as {twice.name}; annotate them separately")
-    out.mkdir(parents=True, exist_ok=True)
+        paths = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise EdgeError(f"{out}: {len(images)} annotated images go into a folder, and this is a file")
+        paths = [out / image.name for image in images]
+        if len(set(paths)) < len(paths):
+            twice = next(p for p in paths if paths.count(p) > 1)
+            raise EdgeError(f"{out}: two images would both be written as {twice.name}; annotate them separately")
+    originals = {image.resolve() for image in images}
+    if over := next((p for p in paths if p.resolve() in originals), None):
+        raise EdgeError(f"{over}: the annotated copy would replace the image itself; give --annotate another "
+                        "file or folder")
+    if paths != [out]:
+        out.mkdir(parents=True, exist_ok=True)
     return paths
 
 
@@ -209,6 +216,8 @@ def write_annotated(image: np.ndarray, lines: list[str], path: Path) -> None:
 
     drawn = image.copy()
     draw_text(drawn, lines)
+    if path.suffix.lower() == ".pgm":  # the one suffix edge reads that holds grey only
+        drawn = cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)
     ok, encoded = cv2.imencode(path.suffix, drawn)
     if not ok:
         raise EdgeError(f"{path}: OpenCV cannot encode {path.suffix} images")

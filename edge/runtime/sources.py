@@ -278,7 +278,11 @@ def device_problem(path: str) -> str:
         if e.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
             return "cannot open: no such device (unplugged?)"
         if e.errno in (errno.EACCES, errno.EPERM):
-            group = grp.getgrgid(os.stat(path).st_gid).gr_name
+            gid = os.stat(path).st_gid
+            try:
+                group = grp.getgrgid(gid).gr_name
+            except KeyError:  # a container whose /etc/group lacks the host's video group
+                return f"cannot open: permission denied (the device's group, gid {gid}, has no name here)"
             return f"cannot open: permission denied (add the user to the group {group}: usermod -aG {group} USER)"
         if e.errno == errno.EBUSY:
             return "cannot open: busy (another program is capturing from it)"

@@ -21,6 +21,7 @@ import http.client
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -130,8 +131,8 @@ def download(url: str, part: Path) -> None:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 if response.status != 206:  # the server sent the whole file: start over
                     have = 0
-                length = response.headers.get("Content-Length")
-                total = have + int(length) if length is not None else None
+                length = response.headers.get("Content-Length", "")
+                total = have + int(length) if length.isdigit() else None  # else read to the end; the sum decides
                 with open(part, "ab" if have else "wb") as f, \
                         tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                              desc=part.name.removesuffix(".part"), disable=not sys.stderr.isatty(), leave=False) as bar:
@@ -165,6 +166,9 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
     folder = repo_folder(repo) / name
     if folder.exists() and not force:  # found out before a download, not after
         raise EdgeError(f"{folder}: already exists; pass --force to replace it")
+    for shipped in (f for f in entry.files if f.package is not None):  # the package is checked as downloads are,
+        with resources.as_file(resources.files(__package__).joinpath(shipped.package)) as path:  # before them
+            verify(path, shipped, path)
     fetched = entry.download
     if file is not None:
         local = Path(file)
@@ -172,11 +176,17 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
             raise EdgeError(f"{local}: no such file")
         verify(local, fetched, local)
         return _import(entry, local, repo, labels, force, origin=str(local.resolve()))
+    source = url or fetched.url
+    try:
+        scheme = urllib.parse.urlsplit(source).scheme
+    except ValueError as e:  # "http://[::1", say
+        raise EdgeError(f"{source}: not a URL ({e})") from None
+    if scheme not in ("http", "https"):  # a path given to --url, or a host without its scheme
+        raise EdgeError(f"{source}: not an http:// or https:// URL; a file on this machine is given with --file")
     downloads = repo_folder(repo) / DOWNLOADS
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{fetched.name}.part"
     complete = downloads / fetched.name
-    source = url or fetched.url
     try:
         download(source, part)
         try:
@@ -185,7 +195,11 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
             part.unlink()
             raise
         os.replace(part, complete)
-        return _import(entry, complete, repo, labels, force, origin=source)
+        try:
+            return _import(entry, complete, repo, labels, force, origin=source)
+        except BaseException:  # wrong --labels, say: kept as a whole .part, which the next run checks, not fetches
+            os.replace(complete, part)
+            raise
     finally:
         complete.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # left in place while an interrupted .part waits to be resumed
@@ -199,8 +213,6 @@ def _import(entry: ZooEntry, fetched: Path, repo, labels, force: bool, origin: s
     with contextlib.ExitStack() as stack:
         shipped = {f.role: stack.enter_context(resources.as_file(resources.files(__package__).joinpath(f.package)))
                    for f in entry.files if f.package is not None}
-        for role, path in shipped.items():
-            verify(path, files[role], path)  # the package itself is checked as downloads are
         model = shipped.get("model", fetched)
         weights = fetched if "weights" in files else None
         return import_model(model, name=entry.name, repo=repo, weights=weights, labels=labels,
