@@ -47,6 +47,7 @@ from .errors import EdgeError, first_line
 from .evaluate import Score, in_order, read_label_list
 from .files import atomic_write_text
 from .imagefile import decode_image, load_image
+from .info import cpu
 from .model import PRECISION_FILES, Card, Model, find_model_folder, read_labels
 from .precision.images import exclude_calibration_images
 from .preprocess import preprocess
@@ -347,18 +348,9 @@ def _frame_p50(row: Row) -> float | None:
 
 
 def machine() -> dict:
-    """The CPU's model name, cores and the flags that decide inference speed, as benchmark lines record them."""
-    name, flags = "unknown", []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "unknown":
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                wanted = {"avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-                          "amx_int8", "asimddp"}
-                flags = sorted(wanted & set(value.split()))
-    return {"cpu": name, "cores": os.cpu_count() or 1, "flags": flags,
+    """The CPU (edge info's reading: its model name and the int8 instructions it has), cores and load."""
+    name, int8_flags = cpu()
+    return {"cpu": name, "cores": os.cpu_count() or 1, "flags": int8_flags,
             "load_average": [round(os.getloadavg()[0], 2)]}
 
 
