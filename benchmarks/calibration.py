@@ -25,9 +25,10 @@ import onnx
 
 from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.evaluate import evaluate, read_label_list
+from edge.folder import Card
 from edge.importer import PreprocessOptions, import_model
 from edge.info import cpu_line
-from edge.model import Card, Model
+from edge.model import Model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
 from edge.precision.calibrate import QUANTIZED_OPS, check_int8_graph
 

@@ -76,7 +76,7 @@ python3 -c 'import pycuda, pycuda.driver as cuda; cuda.init()
 print("pycuda", pycuda.VERSION_TEXT, "| devices", cuda.Device.count())'
 
 echo "== tests"
-python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_kernel.py \
+python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_kernels.py \
     tests/test_gpu_buffers.py tests/test_profiler.py 2>&1 | tee "$OUT/gpu_tests.log" \
     || echo "== SOME GPU TESTS FAILED (above): the figures below are not to be trusted until they pass"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import onnxruntime as ort
 
 from edge.backends.onnxruntime import session_options
+from edge.folder import Card
 from edge.importer import PreprocessOptions, import_model
 from edge.info import cpu_line
-from edge.model import Card
 from edge.precision import calibrate, choose_images
 from edge.preprocess import load_image, preprocess
 

@@ -24,9 +24,10 @@ from onnx import numpy_helper
 
 from edge.backends.onnxruntime import cpu_session, session_options
 from edge.evaluate import read_label_list
+from edge.folder import Card
 from edge.importer import PreprocessOptions, import_model
 from edge.info import cpu_line
-from edge.model import Card, softmax
+from edge.model import softmax
 from edge.precision import calibrate, choose_images, exclude_calibration_images
 from edge.precision.calibrate import QUANTIZED_OPS, _quiet
 from edge.preprocess import load_image, preprocess

@@ -67,7 +67,8 @@ class NullSink:
 
 
 def run_once(model, workers: int, seconds: float) -> dict:
-    from edge.runtime.loop import CpuExecutor, Loop
+    from edge.runtime.executors import CpuExecutor
+    from edge.runtime.loop import Loop
     from edge.runtime.sinks import Results
     from edge.runtime.sources import open_source
 

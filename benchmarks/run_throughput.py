@@ -92,7 +92,8 @@ def run_ceiling(inputs: list[np.ndarray], model) -> float:
 
 
 def run_edge(video: Path, model, workers: int) -> float:
-    from edge.runtime.loop import CpuExecutor, Loop
+    from edge.runtime.executors import CpuExecutor
+    from edge.runtime.loop import Loop
     from edge.runtime.sinks import Results, open_sink
     from edge.runtime.sources import open_source
 

@@ -3,6 +3,10 @@
 Each verb is one `cmd_<verb>(args)` function and one `add_<verb>(subparsers)` that declares its flags.
 Errors the user can fix arrive as EdgeError, or as an OSError naming a path (permissions, a full disk), and are
 printed on one line, with exit status 1.
+
+Some verbs import their library when they run, so the others start faster: those that read or write ONNX
+graphs (import, eval, fp16, calibrate, info, zoo) for onnx, which `edge run`, `edge build` and `edge --help` never
+need; run and profile for the loop and http.server (0.1 to 0.2 s here, more on a Jetson).
 """
 
 from __future__ import annotations
@@ -14,7 +18,20 @@ import os
 import sys
 from pathlib import Path
 
+import edge
+
+from . import repository
+from .backends import BACKENDS
 from .errors import EdgeError
+from .folder import PRECISIONS, Card, find_model_folder, repo_folder
+from .model import Model
+from .preprocess import load_image_for
+from .runtime import systemd
+from .runtime.options import RUN_OPTIONS
+from .runtime.sinks import annotation_paths, write_annotated
+from .runtime.sources import image_paths, redact
+from .tensorrt.build import build_engine
+from .tensorrt.calibration_cache import DEFAULT_TENSORRT
 from .words import plural
 
 
@@ -66,15 +83,19 @@ def _model_folder_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _precision_flag(parser: argparse.ArgumentParser) -> None:
-    from .model import PRECISION_FILES
+    first, *others = PRECISIONS.values()
+    made = " and ".join(f"`{p.made_by}`" for p in others)
+    parser.add_argument("--precision", default=first.name, choices=tuple(PRECISIONS),
+                        help=f"{first.name} (default), {_either(p.name for p in others)}: the variants {made} make")
 
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISION_FILES),
-                        help="fp32 (default), fp16 or int8: the variants `edge fp16` and `edge calibrate` make")
+
+def _either(names) -> str:
+    """fp16 or int8; fp16, int8 or mixed."""
+    *rest, last = names
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    from .backends import BACKENDS
-
     _model_folder_flags(parser)
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
                         help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`) or torch (CUDA)")
@@ -109,8 +130,8 @@ def add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
+    # onnx: see the module's docstring
     from .importer import PreprocessOptions, discarded_by_import, import_model, model_name
-    from .model import Card, repo_folder
 
     resize, resize_size = args.resize or (None, None)
     options = PreprocessOptions(size=args.size, resize=resize, resize_size=resize_size, color=args.color,
@@ -149,11 +170,6 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from .model import Model
-    from .preprocess import load_image_for
-    from .runtime.sinks import annotation_paths, write_annotated
-    from .runtime.sources import image_paths
-
     paths = [path for argument in args.images for path in (image_paths(argument) or [Path(argument)])]
     model = Model.load(args.model, args.repo, args.backend, args.precision)
     images = [load_image_for(path, model.preprocess) for path in paths]  # every file checked before any inference
@@ -183,8 +199,8 @@ def add_eval(sub) -> None:
     p.add_argument("--list", required=True, type=Path, dest="label_list",
                    help="lines of `file class_id` (Caffe's val.txt)")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
-    p.add_argument("--precision", default="fp32",
-                   help="one or more of fp32,fp16,int8; the first is the reference (default: fp32)")
+    p.add_argument("--precision", default="fp32", help=f"one or more of {','.join(PRECISIONS)}; the first is the "
+                   "reference (default: fp32)")
     p.add_argument("--limit", type=_positive, help="only the first N images")
     p.add_argument("--batch", type=_positive, default=1, help="images per inference run, when the model allows "
                    "(default: 1, the fastest with ONNX Runtime on a CPU: docs/benchmarks.md)")
@@ -193,13 +209,14 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
+    # onnx: see the module's docstring
     from .evaluate import evaluate, load_models, read_label_list
-    from .model import find_model_folder
     from .precision.images import exclude_calibration_images
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not precisions:
-        raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of fp32,fp16,int8")
+        raise EdgeError(f"--precision names no precision ({args.precision!r}); give one or more of "
+                        f"{','.join(PRECISIONS)}")
     listed = read_label_list(args.label_list, args.root)
     # An INT8 variant is never scored on the images it was calibrated on, and the precisions compared with it
     # see the same images; without one, every listed image counts.
@@ -235,16 +252,14 @@ def add_fp16(sub) -> None:
 
 
 def cmd_fp16(args) -> int:
-    from .model import find_model_folder
-    from .precision.fp16 import make_fp16
+    from .precision.fp16 import make_fp16  # onnx: see the module's docstring
 
     print(make_fp16(find_model_folder(args.model, args.repo)))
     return 0
 
 
 def add_calibrate(sub) -> None:
-    from .precision.cache import DEFAULT_TENSORRT
-    from .precision.calibrate import METHODS
+    from .precision.calibrate import METHODS  # onnx: see the module's docstring
 
     p = sub.add_parser("calibrate", help="model.int8.onnx (Q/DQ), calibration.cache and calibration.json")
     _model_folder_flags(p)
@@ -259,7 +274,7 @@ def add_calibrate(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from .model import find_model_folder
+    # onnx: see the module's docstring
     from .precision.calibrate import calibrate
     from .precision.images import choose_images
 
@@ -283,9 +298,6 @@ def add_build(sub) -> None:
 
 
 def cmd_build(args) -> int:
-    from .backends.tensorrt import build_engine
-    from .model import find_model_folder
-
     folder = find_model_folder(args.model, args.repo)
     print(build_engine(folder, args.precision, args.dla, args.workspace, args.implicit))
     return 0
@@ -299,7 +311,7 @@ def add_info(sub) -> None:
 
 
 def cmd_info(args) -> int:
-    from .info import report
+    from .info import report  # onnx: see the module's docstring
 
     facts = report()
     if args.json:
@@ -313,8 +325,6 @@ def cmd_info(args) -> int:
 # --- run, service ------------------------------------------------------------------------------------------
 
 def add_run(sub) -> None:
-    from .runtime.service import RUN_OPTIONS
-
     p = sub.add_parser("run", help="classify a camera, stream, video or image folder; JSON lines out",
                        description="Every option is also a key of the --config TOML file ('-' written '_'; "
                        "systemd/edge.toml documents them); a flag given here wins over the file.")
@@ -333,7 +343,7 @@ def add_run(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runtime.service import RUN_OPTIONS, run
+    from .runtime.service import run  # the loop and http.server: see the module's docstring
 
     return run(args.config, {option.key: getattr(args, option.key) for option in RUN_OPTIONS})
 
@@ -347,9 +357,7 @@ def add_service(sub) -> None:
 
 
 def cmd_service(args) -> int:
-    from .runtime import service
-
-    actions = {"install": service.install, "uninstall": service.uninstall, "status": service.status}
+    actions = {"install": systemd.install, "uninstall": systemd.uninstall, "status": systemd.status}
     return actions[args.action](args.dry_run)
 
 
@@ -375,7 +383,7 @@ def add_profile(sub) -> None:
 
 
 def cmd_profile(args) -> int:
-    from .profiler import format_report, plot, profile
+    from .profiler import format_report, plot, profile  # the loop and http.server: see the module's docstring
 
     if args.plot and not args.plot.parent.is_dir():  # found out now, not after the whole run
         raise EdgeError(f"{args.plot}: no folder {args.plot.parent} to write the plot into")
@@ -452,18 +460,15 @@ def add_list(sub) -> None:
 
 
 def cmd_list(args) -> int:
-    from .model import repo_folder
-    from .repository import contents, describe_contents, model_folders, size_text, this_machine
-
-    folders = model_folders(args.repo)
+    folders = repository.model_folders(args.repo)
     if not folders:
         print(f"no models in {repo_folder(args.repo)}")
         return 0
-    machine = this_machine()
+    machine = repository.this_machine()
     for folder in folders:
-        found = contents(folder, machine)
-        print(f"{folder.name}  ({size_text(found.size)}, {folder})")
-        for line in describe_contents(found):
+        found = repository.contents(folder, machine)
+        print(f"{folder.name}  ({repository.size_text(found.size)}, {folder})")
+        for line in repository.describe_contents(found):
             print(f"  {line}")
     return 0
 
@@ -474,14 +479,11 @@ def add_show(sub) -> None:
 
 
 def cmd_show(args) -> int:
-    from .model import Card, find_model_folder
-    from .repository import contents, describe_card, describe_contents, size_text, this_machine
-
     folder = find_model_folder(args.model, args.repo)
     card = Card.read(folder)
-    found = contents(folder, this_machine())
-    print(f"{card.name}  ({size_text(found.size)}, {folder})")
-    for line in describe_card(card, folder) + describe_contents(found):
+    found = repository.contents(folder, repository.this_machine())
+    print(f"{card.name}  ({repository.size_text(found.size)}, {folder})")
+    for line in repository.describe_card(card, folder) + repository.describe_contents(found):
         print(line)
     return 0
 
@@ -495,9 +497,7 @@ def add_rm(sub) -> None:
 
 
 def cmd_rm(args) -> int:
-    from .repository import remove
-
-    removed = remove(args.model, args.repo, args.engines_only)
+    removed = repository.remove(args.model, args.repo, args.engines_only)
     for path in removed:
         print(f"removed {path}")
     if not removed:
@@ -525,8 +525,8 @@ def add_zoo(sub) -> None:
 
 
 def cmd_zoo(args) -> int:
+    # onnx: see the module's docstring
     from .importer import discarded_by_import
-    from .model import repo_folder
     from .zoo import find_entry, load_zoo, pull
 
     if args.zoo_action == "list":
@@ -567,8 +567,6 @@ VERBS = {
 
 
 def _warn_of_credentials_in_argv(uri: str | None) -> None:
-    from .runtime.sources import redact
-
     if uri and redact(uri) != uri and "${" not in uri:
         print("edge: warning: --input holds a credential, which every user of this machine can read in the process "
               "list: write it as ${NAME} and set NAME in the environment, or (edge run) put the input in the --config "
@@ -577,11 +575,8 @@ def _warn_of_credentials_in_argv(uri: str | None) -> None:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """edge's parser, and each verb's by name."""
-    from . import __doc__ as product
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="edge", description=product.strip())
-    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser = argparse.ArgumentParser(prog="edge", description=edge.__doc__.strip())
+    parser.add_argument("--version", action="version", version=f"edge {edge.__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(sub)

@@ -19,19 +19,23 @@ import tomli_w
 from . import __version__
 from .errors import EdgeError, first_line
 from .files import sha256_file, staged_folder
-from .model import (
+from .folder import (
+    CALIBRATION_CACHE,
+    CALIBRATION_JSON,
     CARD,
+    FP32,
     LABELS,
     MEAN_IMAGE,
-    PRECISION_FILES,
+    PRECISIONS,
     Card,
-    Tensors,
-    check_graph,
+    load_onnx,
     read_labels,
     repo_folder,
     size_problems,
+    tensor_dims,
 )
 from .preprocess import Preprocess
+from .tensorrt.build import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX
 from .words import plural
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -53,43 +57,6 @@ class PreprocessOptions:
     std: tuple[float, ...] | None = None
 
 
-def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
-    """Static sizes, None where a dimension is symbolic or unknown."""
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-
-
-def graph_tensors(model: onnx.ModelProto) -> tuple[Tensors, Tensors]:
-    """The graph's inputs (less the initializers) and outputs, as check_graph compares them with a card."""
-    def tensors(values) -> Tensors:
-        return {v.name: (_dims(v), "float32" if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT else
-                         onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower()) for v in values}
-
-    initializers = {t.name for t in model.graph.initializer}
-    return tensors(i for i in model.graph.input if i.name not in initializers), tensors(model.graph.output)
-
-
-def load_onnx(path: Path) -> onnx.ModelProto:
-    try:
-        model = onnx.load(str(path))
-    except FileNotFoundError:
-        raise EdgeError(f"{path}: no such file") from None
-    except OSError as e:  # a folder, no permission: the bytes were never read
-        raise EdgeError(f"{path}: cannot read: {e.strerror or e}") from None
-    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
-        raise EdgeError(f"{path}: not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
-    if not model.graph.node:
-        raise EdgeError(f"{path}: not an ONNX model (no graph nodes)")
-    return model
-
-
-def load_checked_onnx(folder: Path, card: Card) -> onnx.ModelProto:
-    """A model folder's model.onnx, refused in one line when it is not the graph its card describes."""
-    path = folder / PRECISION_FILES["fp32"]
-    model = load_onnx(path)
-    check_graph(card, path, *graph_tensors(model))
-    return model
-
-
 def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
     """The ONNX checker, then shape inference so every output has a shape we can read."""
     try:
@@ -102,15 +69,15 @@ def check_onnx(model: onnx.ModelProto, source: Path) -> onnx.ModelProto:
 def find_image_input(model: onnx.ModelProto, layout: str | None, source: Path) -> tuple[str, list[int | None], str]:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
-    images = [i for i in inputs if len(_dims(i)) == 4]
+    images = [i for i in inputs if len(tensor_dims(i)) == 4]
     if len(images) != 1 or len(inputs) != 1:
-        names = ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
+        names = ", ".join(f"{i.name}{tensor_dims(i)}" for i in inputs)
         raise EdgeError(f"{source}: expected one image input of rank 4, found {len(images)} among inputs: {names}")
     image = images[0]
     if image.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise EdgeError(f"{source}: input {image.name} is "
                         f"{onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)}, expected FLOAT")
-    dims = _dims(image)
+    dims = tensor_dims(image)
     if any(d is not None and d < 1 for d in dims):
         raise EdgeError(f"{source}: input {image.name} {dims}: a size below 1")
     if layout is None:
@@ -126,13 +93,13 @@ def find_class_output(model: onnx.ModelProto, source: Path) -> tuple[str, int, b
     """The first output shaped (N, classes) or (N, classes, 1, 1), and whether a Softmax made it."""
     producers = {out: node for node in model.graph.node for out in node.output}
     for output in model.graph.output:
-        dims = _dims(output)
+        dims = tensor_dims(output)
         if len(dims) in (2, 4) and dims[1] is not None and dims[1] >= 1 and all(d == 1 for d in dims[2:]):
             node = producers.get(output.name)
             while node is not None and node.op_type in _PASS_THROUGH:
                 node = producers.get(node.input[0])
             return output.name, dims[1], node is not None and node.op_type == "Softmax"
-    shapes = ", ".join(f"{o.name}{_dims(o)}" for o in model.graph.output)
+    shapes = ", ".join(f"{o.name}{tensor_dims(o)}" for o in model.graph.output)
     raise EdgeError(f"{source}: no output shaped (N, classes) with a static class count among: {shapes}")
 
 
@@ -169,16 +136,12 @@ def model_name(src: Path, name: str | None) -> str:
 
 def discarded_by_import(folder: Path) -> str | None:
     """What `edge import --force` discards from an existing model folder, in words; None when nothing."""
-    from .engine import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX
-    from .precision.calibrate import CALIBRATION_CACHE
-    from .precision.images import CALIBRATION_JSON
-
     kinds = {"precision variants": [], "calibration": [], "engines": [], "other files": []}
     for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
         name = path.name
-        if name in (CARD, LABELS, MEAN_IMAGE, PRECISION_FILES["fp32"]) or name.startswith("."):
+        if name in (CARD, LABELS, MEAN_IMAGE, FP32.onnx) or name.startswith("."):
             continue
-        if name in PRECISION_FILES.values():
+        if name in (p.onnx for p in PRECISIONS.values()):
             kinds["precision variants"].append(name)
         elif name in (CALIBRATION_CACHE, CALIBRATION_JSON):
             kinds["calibration"].append(name)
@@ -213,6 +176,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     sources = [("model", src)]
     mean_image = None
     if src.suffix == ".prototxt":
+        # Caffe's schema is built when edge.caffe is first imported: only a Caffe import pays for it
         from .caffe import convert_caffe, read_mean_image
 
         if weights is None:
@@ -266,7 +230,7 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
     if folder.exists() and not force:
         raise EdgeError(f"{folder}: already exists; pass --force to replace it")
     with staged_folder(folder, replace=force) as staging:
-        onnx.save(model, str(staging / "model.onnx"))
+        onnx.save(model, str(staging / FP32.onnx))
         (staging / CARD).write_text(tomli_w.dumps(card.to_toml()), encoding="utf-8")
         if label_lines is not None:
             shutil.copyfile(labels, staging / LABELS)

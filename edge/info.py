@@ -1,27 +1,18 @@
-"""`edge info`: what this machine offers edge, each unusable part with the reason."""
+"""`edge info`: what this machine offers edge, each unusable part with the reason (TensorRT and the CUDA driver are
+probed by edge/tensorrt/version.py, which the build and the runner use too)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import re
 import sys
 from pathlib import Path
 
-
-def _cuda() -> str:
-    """The CUDA driver, asked directly: pycuda is not needed to know whether a GPU is there."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return "no (libcuda.so.1 not found: no NVIDIA driver)"
-    count, version = ctypes.c_int(0), ctypes.c_int(0)
-    if cuda.cuInit(0) != 0:
-        return "no (the NVIDIA driver is there but cuInit failed: no usable GPU)"
-    cuda.cuDriverGetVersion(ctypes.byref(version))
-    cuda.cuDeviceGetCount(ctypes.byref(count))
-    return f"yes (driver API {version.value // 1000}.{version.value % 1000 // 10}, {count.value} device(s))"
+from . import __version__
+from .precision.calibrate import calibration_unsupported
+from .telemetry import availability
+from .tensorrt.version import cuda_summary, tensorrt_summary
 
 
 def _module(name: str, attribute: str = "__version__") -> str:
@@ -86,11 +77,6 @@ def report() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    from . import __version__
-    from .backends.tensorrt import tensorrt_summary
-    from .precision.calibrate import calibration_unsupported
-    from .telemetry import availability
-
     usable, telemetry = availability()
     cannot_calibrate = calibration_unsupported()
 
@@ -105,7 +91,7 @@ def report() -> dict[str, str]:
         "onnxruntime": f"{onnxruntime.__version__} ({', '.join(onnxruntime.get_available_providers())})",
         "calibrate": f"no ({cannot_calibrate})" if cannot_calibrate else "yes",
         "opencv": _opencv(),
-        "cuda": _cuda(),
+        "cuda": cuda_summary(),
         "pycuda": _module("pycuda"),
         "tensorrt": tensorrt_summary(),
         "jetson-stats": ("yes ({})" if usable else "no ({})").format(telemetry),

@@ -40,7 +40,18 @@ from pathlib import Path
 
 import numpy as np
 
+from . import telemetry as jetson_telemetry
+from .backends import inference_workers
 from .errors import EdgeError
+from .files import atomic_write_bytes
+from .gpu import cuda_available, parse_memory_modes
+from .gpu.buffers import GpuContext
+from .gpu.pipeline import device_engine
+from .model import Model
+from .runtime.executors import make_executor
+from .runtime.loop import Loop
+from .runtime.sinks import Results
+from .runtime.sources import open_source, redact
 from .words import plural
 
 SCHEMA = "edge.profile/1"
@@ -242,7 +253,6 @@ def write_figure(figure, path: Path) -> None:
     """The figure as a PNG, written atomically."""
     import io
 
-    from .files import atomic_write_bytes
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
@@ -393,14 +403,11 @@ class GatedSource:
         return getattr(self.inner, "decode_errors", 0)
 
 
-def _run_loop(make_source, make_executor, model, warmup: int, frames: int, serial: bool) -> StageRecorder:
-    from .runtime.loop import Loop
-    from .runtime.sinks import Results
-
+def _run_loop(make_source, new_executor, model, warmup: int, frames: int, serial: bool) -> StageRecorder:
     source = make_source()
     gate = GatedSource(source) if serial else None
     recorder = StageRecorder(warmup, frames, gate)
-    recorder.executor = EntryTimed(make_executor(recorder), serial)
+    recorder.executor = EntryTimed(new_executor(recorder), serial)
     loop = Loop(gate or source, recorder.executor, Results(model), sinks=[], batch=1, timings=[recorder])
     recorder.loop = loop
     try:
@@ -416,11 +423,11 @@ def _run_loop(make_source, make_executor, model, warmup: int, frames: int, seria
     return recorder
 
 
-def profile_run(memory: str, make_source, make_executor, model, warmup: int, frames: int,
+def profile_run(memory: str, make_source, new_executor, model, warmup: int, frames: int,
                 stages: tuple[str, ...]) -> tuple[RunProfile, tuple[int, int]]:
     """Serial then overlapped run of the loop for one memory mode; also the frames' (height, width)."""
-    serial = _run_loop(make_source, make_executor, model, warmup, frames, serial=True)
-    overlapped = _run_loop(make_source, make_executor, model, warmup, frames, serial=False)
+    serial = _run_loop(make_source, new_executor, model, warmup, frames, serial=True)
+    overlapped = _run_loop(make_source, new_executor, model, warmup, frames, serial=False)
     stats = {stage: stage_stats(serial.measured(stage)) for stage in stages if serial.measured(stage)}
     run = RunProfile(memory, stats, serial.span_ms, serial.wall_ms, frames, frames / (overlapped.wall_ms / 1000.0))
     return run, serial.loop.source.frame_size
@@ -433,13 +440,6 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     else the host path (and the note says why). `workers` as `edge run --workers` (0: one run per core on ONNX
     Runtime, for throughput; 1: one run on every core, for latency). `loop` starts a file or folder over at its
     end, as `edge run --loop` does."""
-    from . import telemetry as jetson_telemetry
-    from .backends import inference_workers
-    from .gpu import cuda_available, parse_memory_modes
-    from .model import Model
-    from .runtime.loop import CpuExecutor
-    from .runtime.sources import open_source, redact
-
     if frames < 1:
         raise EdgeError(f"--frames must be at least 1, not {frames}")
     if warmup < 1:
@@ -477,8 +477,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
         sampler.start()
     try:
         if path == "host":
-            run, frame_size = profile_run("host", make_source, lambda recorder: CpuExecutor(model, workers), model,
-                                          warmup, frames, HOST_STAGES)
+            run, frame_size = profile_run("host", make_source, lambda recorder: make_executor(model, workers, None),
+                                          model, warmup, frames, HOST_STAGES)
             runs, device = [run], None
         else:
             runs, device, frame_size = _profile_gpu(model, memory, make_source, warmup, frames)
@@ -492,25 +492,19 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
 
 
 def _runs_on_device(backend) -> bool:
-    from .gpu.pipeline import device_engine
-
     return device_engine(backend) is not None
 
 
 def _profile_gpu(model, memory: str | None, make_source, warmup: int, frames: int):
-    from .gpu.buffers import GpuContext, parse_memory_modes
-    from .gpu.pipeline import GpuExecutor, device_engine
-
     with GpuContext() as gpu:
         facts = gpu.facts
         modes = parse_memory_modes(memory, facts.integrated, facts.can_map_host_memory)
-        engine = device_engine(model.backend)
         runs = []
         for mode in modes:
-            def make_executor(recorder, mode=mode):
-                return GpuExecutor(model, engine, mode, recorders=[recorder], slots=2)  # as edge run makes it
+            def make(recorder, mode=mode):  # as edge run makes it, in each memory mode
+                return make_executor(model, 1, None, memory=mode, recorders=[recorder])
 
-            run, frame_size = profile_run(mode, make_source, make_executor, model, warmup, frames,
+            run, frame_size = profile_run(mode, make_source, make, model, warmup, frames,
                                           tuple(f"gpu:{s}" if s in DEVICE_STAGES else s for s in GPU_STAGES))
             run.stages = {name.removeprefix("gpu:"): s for name, s in run.stages.items()}
             runs.append(run)

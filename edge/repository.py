@@ -2,7 +2,7 @@
 `edge show`, and removed whole or in part by `edge rm`.
 
 A folder holds its precision variants (model.onnx, model.fp16.onnx, model.int8.onnx), its calibration
-(calibration.cache, calibration.json) and TensorRT engines with their sidecars (edge/engine.py). An engine is
+(calibration.cache, calibration.json) and TensorRT engines with their sidecars (edge/tensorrt/build.py). An engine is
 "current" when this machine's GPU and TensorRT built it and every file it was built from is unchanged; without
 TensorRT here, the sidecar still tells what it was built for and whether its sources changed since.
 """
@@ -14,12 +14,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX, Target, read_sidecar, sidecar_path, why_stale
 from .errors import EdgeError
 from .files import fsync_path
-from .model import CARD, PRECISION_FILES, Card, find_model_folder, read_labels, repo_folder
-from .precision.calibrate import CALIBRATION_CACHE
-from .precision.images import CALIBRATION_JSON
+from .folder import (
+    CALIBRATION_CACHE,
+    CALIBRATION_JSON,
+    CARD,
+    PRECISIONS,
+    Card,
+    find_model_folder,
+    read_labels,
+    repo_folder,
+)
+from .tensorrt.build import ENGINE_SUFFIX, TIMING_CACHE_SUFFIX, Target, read_sidecar, sidecar_path, why_stale
+from .tensorrt.version import gpu_identity, import_tensorrt
 
 CALIBRATION_FILES = (CALIBRATION_CACHE, CALIBRATION_JSON)
 
@@ -42,8 +50,6 @@ class Contents:
 
 def this_machine() -> Target | str:
     """The Target engines must match here, or why there is none (no TensorRT, no GPU)."""
-    from .backends.tensorrt import gpu_identity, import_tensorrt
-
     try:
         tensorrt = import_tensorrt()
     except EdgeError:
@@ -73,8 +79,7 @@ def contents(folder: Path, machine: Target | str) -> Contents:
     files = [p for p in folder.iterdir() if p.is_file()]
     return Contents(
         folder=folder,
-        variants={precision: (folder / name).stat().st_size for precision, name in PRECISION_FILES.items()
-                  if (folder / name).is_file()},
+        variants={p.name: (folder / p.onnx).stat().st_size for p in PRECISIONS.values() if (folder / p.onnx).is_file()},
         calibration={name: (folder / name).stat().st_size for name in CALIBRATION_FILES if (folder / name).is_file()},
         engines=[EngineState(p, p.stat().st_size, engine_state(p, machine))
                  for p in sorted(folder.glob(f"*{ENGINE_SUFFIX}"))],

@@ -23,3 +23,19 @@ def onnxruntime_calibrates() -> None:
 
     if reason := calibration_unsupported():
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    """A model folder of the tiny generated classifier (tests/runtime_support.py), for the loop and the service."""
+    from runtime_support import tiny_model_folder
+
+    return str(tiny_model_folder(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    """That model folder loaded on ONNX Runtime."""
+    from edge.model import Model
+
+    return Model.load(tiny)

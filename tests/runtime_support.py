@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.runtime.sources import Frame
+
 from tiny_models import tiny_classifier
 
 CLASSES = 10
@@ -71,3 +73,43 @@ if __name__ == "__main__":
     import sys
 
     serve_mjpeg(int(sys.argv[1]))
+
+
+class ListSink:
+    """A sink that keeps the lines written to it."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.flushed = 0
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+    def close(self) -> None:
+        pass
+
+
+class Recorder:
+    """A stage recorder that keeps every time recorded, by stage."""
+
+    def __init__(self):
+        self.seen: dict[str, list[float]] = {}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.seen.setdefault(stage, []).append(seconds)
+
+
+def frame(i: int) -> Frame:
+    """A 1x1 black frame captured at time i."""
+    return Frame(np.zeros((1, 1, 3), np.uint8), float(i), position=float(i))
+
+
+def probabilities(*pairs) -> np.ndarray:
+    """A probability row of CLASSES classes with (class_id, value) pairs set."""
+    p = np.zeros(CLASSES, np.float32)
+    for class_id, value in pairs:
+        p[class_id] = value
+    return p

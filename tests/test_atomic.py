@@ -19,8 +19,8 @@ import pytest
 from edge import Model, files
 from edge.cli import main
 from edge.files import remove_stale
-from edge.model import PRECISION_FILES, Card
-from edge.precision.cache import read_cache
+from edge.folder import PRECISIONS, Card
+from edge.tensorrt.calibration_cache import read_cache
 
 from tiny_models import tiny_classifier
 
@@ -71,9 +71,9 @@ def state(folder: Path):
         record = json.loads((folder / "calibration.json").read_text())
         scales = {name: t["scale"] for name, t in record["tensors"].items() if t["scale"]}
         calibration = {"count": record["count"],
-                       "int8 matches": record["int8_sha256"] == sha256(folder / PRECISION_FILES["int8"]),
+                       "int8 matches": record["int8_sha256"] == sha256(folder / PRECISIONS["int8"].onnx),
                        "cache matches": read_cache(folder / "calibration.cache").scales == scales}
-    fp16 = folder / PRECISION_FILES["fp16"]
+    fp16 = folder / PRECISIONS["fp16"].onnx
     return {"files": sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")),  # not temporaries
             "color": Card.read(folder).preprocess.color, "fp16": sha256(fp16) if fp16.exists() else None,
             "calibration": calibration}
@@ -151,7 +151,7 @@ def test_kill_at_every_rename_leaves_old_or_new_and_the_next_run_cleans_up(verb,
         debris += leftovers(repo)
         Model.load(folder)  # finding the folder puts back one parked by the two-rename fallback
         assert state(folder) in (old, new), kill_at
-        for precision, name in PRECISION_FILES.items():
+        for precision, name in ((p.name, p.onnx) for p in PRECISIONS.values()):
             if (folder / name).exists():
                 Model.load(folder, precision=precision)
         assert main(argv) == 0  # the next run

@@ -57,7 +57,7 @@ def test_out_of_range_numbers_are_refused_the_same_way_by_every_verb(capsys, com
 
 def test_an_out_of_range_number_in_the_config_file_is_refused(tmp_path):
     from edge.errors import EdgeError
-    from edge.runtime.service import resolve_options
+    from edge.runtime.options import resolve_options
 
     config = tmp_path / "edge.toml"
     config.write_text('model = "m"\ninput = "test://"\nfps = -1\n')
@@ -75,7 +75,7 @@ def option_defaults():
     import argparse
 
     from edge.cli import build_parser
-    from edge.runtime.service import OPTIONS_BY_KEY
+    from edge.runtime.options import OPTIONS_BY_KEY
 
     _, verbs = build_parser()
     for verb, parser in verbs.items():

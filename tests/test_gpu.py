@@ -282,7 +282,7 @@ def test_edge_run_on_a_gpu_backend_takes_the_gpu_path_and_agrees_with_onnxruntim
 
     from edge import Model
     from edge.gpu.pipeline import GpuExecutor
-    from edge.runtime.service import make_executor
+    from edge.runtime.executors import make_executor
 
     from runtime_support import tiny_model_folder
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -54,42 +53,6 @@ def test_without_pycuda_the_gpu_path_says_why():
         GpuContext()
 
 
-def test_device_engine_adapts_the_tensorrt_backend_and_refuses_host_backends():
-    """The adapter's bookkeeping (no GPU): which pointer goes to which tensor, and when the batch is set."""
-    from types import SimpleNamespace
-
-    from edge.backends.tensorrt import IOTensor
-    from edge.gpu.pipeline import TensorRTEngine, device_engine
-
-    calls = []
-
-    class Engine:  # the surface of edge.backends.tensorrt.TensorRTBackend that the adapter uses
-        input_name, output_name = "image", "prob"
-        tensors = [IOTensor("image", (-1, 3, 8, 8), np.dtype(np.float16), "input"),
-                   IOTensor("prob", (-1, 5), np.dtype(np.float32), "output")]
-
-        def set_batch(self, n):
-            calls.append(("set_batch", n))
-            return {"image": (n, 3, 8, 8), "prob": (n, 5)}
-
-        def execute(self, addresses, stream_handle):
-            calls.append(("execute", addresses, stream_handle))
-
-    engine = device_engine(Engine())
-    assert isinstance(engine, TensorRTEngine) and engine.input_dtype == np.float16
-    assert engine.output_shape(4) == (4, 5)
-    stream = SimpleNamespace(handle=77)
-    engine.run_device(0x10, 0x20, 2, stream)
-    engine.run_device(0x30, 0x40, 2, stream)
-    assert calls == [("set_batch", 4), ("set_batch", 2), ("execute", {"image": 0x10, "prob": 0x20}, 77),
-                     ("execute", {"image": 0x30, "prob": 0x40}, 77)]
-
-    Engine.tensors = [Engine.tensors[0], IOTensor("prob", (-1, 5), np.dtype(np.float16), "output")]
-    with pytest.raises(EdgeError, match="reads a float32 output"):
-        device_engine(Engine())
-    assert device_engine(SimpleNamespace(run=lambda batch: batch)) is None  # a host backend (ONNX Runtime)
-    torch_like = SimpleNamespace(run_device=lambda *args: None)
-    assert device_engine(torch_like) is torch_like
 
 
 def test_prepared_call_format_has_each_kernel_parameters_c_type():
@@ -107,29 +70,3 @@ def test_prepared_call_format_has_each_kernel_parameters_c_type():
     assert expected == ARGUMENT_FORMAT
 
 
-def test_tensorrt_adapter_sets_the_batch_again_after_output_shape_changed_it():
-    """output_shape(n) goes through set_batch(n), which sets the execution context's input shape: a run of the
-    batch the adapter last ran must set its batch again, or the engine runs n frames into buffers sized for fewer."""
-    from edge.backends.tensorrt import IOTensor
-    from edge.gpu.pipeline import TensorRTEngine
-
-    context_batch = []
-
-    class Engine:
-        input_name, output_name = "image", "prob"
-        tensors = [IOTensor("image", (-1, 3, 8, 8), np.dtype(np.float32), "input"),
-                   IOTensor("prob", (-1, 5), np.dtype(np.float32), "output")]
-
-        def set_batch(self, n):
-            context_batch.append(n)
-            return {"image": (n, 3, 8, 8), "prob": (n, 5)}
-
-        def execute(self, addresses, stream_handle):
-            assert context_batch[-1] == batch, f"the engine runs a batch of {context_batch[-1]}, not {batch}"
-
-    engine = TensorRTEngine(Engine())
-    stream = SimpleNamespace(handle=77)
-    batch = 2
-    engine.run_device(0x10, 0x20, batch, stream)
-    assert engine.output_shape(4) == (4, 5)  # a second pipeline on the same engine, sized for its full batch
-    engine.run_device(0x10, 0x20, batch, stream)

@@ -9,7 +9,7 @@ import pytest
 
 from edge import EdgeError, Model, load_image
 from edge.cli import main
-from edge.model import Card
+from edge.folder import Card
 
 from tiny_models import tiny_classifier
 

@@ -16,16 +16,10 @@ from edge.backends.onnxruntime import cpu_session
 from edge.errors import EdgeError
 from edge.importer import PreprocessOptions, import_model
 from edge.precision import calibrate, choose_images, exclude_calibration_images, make_fp16
-from edge.precision.cache import (
-    cache_header,
-    format_cache,
-    hex_to_scale,
-    parse_cache,
-    read_cache,
-    scale_to_hex,
-    tensorrt_version_number,
-)
 from edge.precision.calibrate import check_int8_graph
+from edge.tensorrt.calibration_cache import (
+    read_cache,
+)
 
 CLASSES = 5
 
@@ -96,7 +90,7 @@ def run(path: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def batch_of(folder: Path, images: list[Path]) -> np.ndarray:
-    from edge.model import Card
+    from edge.folder import Card
     from edge.preprocess import load_image, preprocess
 
     spec = Card.read(folder).preprocess
@@ -334,29 +328,10 @@ def test_eval_leaves_out_calibration_images_only_when_int8_is_evaluated(calibrat
 
 # --- the calibration cache format ---------------------------------------------------------------------------
 
-def test_cache_format_matches_tensorrt():
-    assert hex_to_scale("3c009976") == pytest.approx(0.997 / 127, rel=1e-3)  # the reference sheet's example
-    assert scale_to_hex(hex_to_scale("3c009976")) == "3c009976"
-    assert tensorrt_version_number("8.5.2") == 8502 and tensorrt_version_number("10.3.0") == 100300
-    text = format_cache({"input": 1 / 127, "conv:0": 0.5}, tensorrt_version="10.3.0")
-    assert text.splitlines()[0] == "TRT-100300-EntropyCalibration2"
-    cache = parse_cache(text)
-    assert cache.tensorrt_version == 100300 and cache.algorithm == "EntropyCalibration2"
-    assert cache.scales == {"input": np.float32(1 / 127), "conv:0": 0.5}
 
 
-@pytest.mark.parametrize("version", ["8.4.1", "9.0", "11.0.0"])
-def test_cache_is_stamped_only_for_a_tensorrt_that_reads_one(version):
-    with pytest.raises(EdgeError, match=f"TensorRT {version}: only TensorRT 8.5, 8.6 and 10.x read a calibration"):
-        cache_header(version)
-    assert cache_header("8.6.2") == "TRT-8602-EntropyCalibration2"
 
 
-@pytest.mark.parametrize("text", ["", "input: 3c009976\n", "TRT-8502-EntropyCalibration2\ninput 3c009976\n",
-                                  "TRT-8502-EntropyCalibration2\ninput: zz\n"])
-def test_cache_parse_errors(text):
-    with pytest.raises(EdgeError, match="calibration cache"):
-        parse_cache(text)
 
 
 def test_calibration_without_model_onnx_is_refused(tmp_path, onnxruntime_calibrates):
@@ -409,7 +384,8 @@ def test_fp16_keeps_nodes_typed_by_their_attribute_in_float32(tmp_path):
 def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_path):
     import json
 
-    from edge.precision.images import CALIBRATION_JSON, exclude_calibration_images
+    from edge.folder import CALIBRATION_JSON
+    from edge.precision.images import exclude_calibration_images
 
     image = tmp_path / "a.png"
     image.write_bytes(b"not really a png")
@@ -423,8 +399,8 @@ def test_excluding_calibration_images_leaves_unreadable_ones_to_evaluation(tmp_p
 def test_cache_names_tensors_of_model_onnx_even_when_calibration_upgraded_the_opset(tmp_path, onnxruntime_calibrates):
     """TensorRT's implicit INT8 build parses model.onnx and looks the cache's names up in it."""
     from edge.importer import import_model
-    from edge.precision.cache import read_cache
     from edge.precision.calibrate import calibrate
+    from edge.tensorrt.calibration_cache import read_cache
 
     from tiny_models import tiny_classifier
 

@@ -247,11 +247,12 @@ def test_host_profile_end_to_end_stage_times_add_up_to_the_wall_time(model_folde
 
 
 def test_the_host_path_loads_and_runs_the_model_as_edge_run_does(model_folder, monkeypatch):
-    from edge.runtime import loop
+    from edge import profiler
+    from edge.runtime import executors, loop
 
     made = []
 
-    class Recorded(loop.CpuExecutor):
+    class Recorded(executors.CpuExecutor):
         def __init__(self, model, workers=1):
             super().__init__(model, workers)
             made.append((workers, model.backend.session.get_session_options().intra_op_num_threads))
@@ -263,8 +264,8 @@ def test_the_host_path_loads_and_runs_the_model_as_edge_run_does(model_folder, m
             super().__init__(*args, **kwargs)
             loops.append(self.workers)
 
-    monkeypatch.setattr(loop, "CpuExecutor", Recorded)
-    monkeypatch.setattr(loop, "Loop", RecordedLoop)
+    monkeypatch.setattr(executors, "CpuExecutor", Recorded)
+    monkeypatch.setattr(profiler, "Loop", RecordedLoop)
     monkeypatch.setattr("edge.backends.parallel_runs", lambda backend: 3)  # as if on 3 cores
     result = profile(str(model_folder), frames=4, warmup=1, telemetry=False)
     assert made == [(3, 1), (3, 1)]  # serial and overlapped: 3 single-threaded runs, as edge run makes

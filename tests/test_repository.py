@@ -11,10 +11,10 @@ import pytest
 import tomli_w
 
 from edge import __version__, cli
-from edge.engine import BuildSpec, Target, engine_path, install_engine, make_sidecar, source_hashes
 from edge.errors import EdgeError
 from edge.files import read_toml
 from edge.repository import contents, model_folders
+from edge.tensorrt.build import BuildSpec, Target, engine_path, install_engine, make_sidecar, source_hashes
 
 from runtime_support import tiny_model_folder
 
@@ -119,7 +119,7 @@ def test_edge_rm_removes_the_folder_and_leaves_nothing_aside(repo, capsys):
 
 
 def test_what_a_killed_rm_left_is_cleared_by_the_next_run_on_that_name(repo, monkeypatch):
-    from edge.model import find_model_folder
+    from edge.folder import find_model_folder
     from edge.repository import remove
 
     def killed(path):

@@ -156,14 +156,14 @@ def test_edge_run_on_a_refused_stream_keeps_its_log_to_its_own_lines_and_shows_n
 
 
 def test_install_writes_the_configuration_0640_root_edge_and_tightens_an_existing_one(tmp_path, monkeypatch):
-    from edge.runtime import service
+    from edge.runtime import systemd
 
     config, unit = tmp_path / "etc" / "edge" / "edge.toml", tmp_path / "edge.service"
-    monkeypatch.setattr(service, "CONFIG_PATH", config)
-    monkeypatch.setattr(service, "UNIT_PATH", unit)
-    monkeypatch.setattr(service, "_systemd_ready", lambda: None)
+    monkeypatch.setattr(systemd, "CONFIG_PATH", config)
+    monkeypatch.setattr(systemd, "UNIT_PATH", unit)
+    monkeypatch.setattr(systemd, "_systemd_ready", lambda: None)
     ran = []
-    monkeypatch.setattr(service, "_run", ran.append)
+    monkeypatch.setattr(systemd, "_run", ran.append)
     real_getgrnam = grp.getgrnam
 
     def getgrnam(name):  # the group `edge` as groupadd would have made it (the recorded command did not run)
@@ -172,12 +172,12 @@ def test_install_writes_the_configuration_0640_root_edge_and_tightens_an_existin
     monkeypatch.setattr(grp, "getgrnam", getgrnam)
     chowned = []
     monkeypatch.setattr(os, "chown", lambda path, uid, gid: chowned.append((path, uid, gid)))
-    assert service.install(dry_run=False) == 0
+    assert systemd.install(dry_run=False) == 0
     assert stat.S_IMODE(config.stat().st_mode) == 0o640 and chowned == [(config, 0, 4242)]
 
     config.write_text('input = "rtsp://admin:s3cret@cam/x"\n')
     config.chmod(0o644)  # as installed before
     chowned.clear()
-    assert service.install(dry_run=False) == 0
+    assert systemd.install(dry_run=False) == 0
     assert stat.S_IMODE(config.stat().st_mode) == 0o640 and chowned == [(config, 0, 4242)]
     assert config.read_text() == 'input = "rtsp://admin:s3cret@cam/x"\n'

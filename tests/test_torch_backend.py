@@ -22,8 +22,8 @@ from edge.backends import load_backend
 from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.backends.torch import to_torch_module
 from edge.errors import EdgeError
+from edge.folder import PRECISIONS, Card
 from edge.importer import PreprocessOptions, import_model
-from edge.model import PRECISION_FILES, Card
 from edge.precision.calibrate import calibrate
 from edge.precision.fp16 import make_fp16
 
@@ -36,7 +36,7 @@ TOLERANCE = {"fp32": 1e-5, "fp16": 3e-3}
 def agreement(folder, precision: str, batch: int = 3) -> float:
     """Max |torch - onnxruntime| / max |onnxruntime| on a random batch, the model converted as the backend does."""
     card = Card.read(folder)
-    path = folder / PRECISION_FILES[precision]
+    path = folder / PRECISIONS[precision].onnx
     module, input_dtype = to_torch_module(path)
     batch = card.batch or batch
     inputs = np.random.default_rng(0).standard_normal((batch, *card.input_shape)).astype(input_dtype)

@@ -16,7 +16,8 @@ import pytest
 from edge import cli
 from edge.caffe.reader import read_net
 from edge.errors import EdgeError
-from edge.model import Card, Model
+from edge.folder import Card
+from edge.model import Model
 from edge.preprocess import Preprocess, preprocess
 from edge.zoo import DOWNLOADS, ZooEntry, load_zoo, pull
 

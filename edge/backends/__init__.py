@@ -1,37 +1,27 @@
-"""Backends run a preprocessed batch through a model. Each lives in its own module behind one small interface:
+"""Backends run a preprocessed batch through a model. Each lives in its own module behind one small interface
+(base.py):
 
     backend.run(batch: np.ndarray) -> np.ndarray   # (N, ...) model input in -> (N, classes, ...) output out
 
-Modules are imported only when chosen, so the CPU path never touches CUDA or TensorRT.
+    onnxruntime.py   ONNX Runtime on the CPU: the default, and the reference
+    torch.py         PyTorch on CUDA (onnx2torch), where TensorRT is absent
+    edge/tensorrt/runner.py   a TensorRT engine (edge build makes it; edge/tensorrt/ holds all of TensorRT)
+
+A GPU backend also runs from device memory (`input_dtype`, `output_shape(batch)`, `run_device(...)`), which the
+GPU data path (edge/gpu/pipeline.py) drives. Modules are imported only when chosen, so the CPU path never
+touches CUDA or TensorRT.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-import numpy as np
 
 from ..errors import EdgeError
-
-if TYPE_CHECKING:
-    from ..model import Card
+from ..folder import FP32, Card, missing_file_hint, precision_named
+from .base import Backend
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
-
-
-class Backend(Protocol):
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def run_in_fixed_batches(run, batch: np.ndarray, fixed_batch: int) -> np.ndarray:
-    """run(batch), in chunks of the model's batch size when its graph takes only that one (fixed_batch; 0: any)."""
-    if not fixed_batch or len(batch) == fixed_batch:
-        return run(batch)
-    if len(batch) % fixed_batch:
-        raise EdgeError(f"batch of {len(batch)} does not split into the model's batch {fixed_batch}")
-    return np.concatenate([run(chunk) for chunk in np.split(batch, len(batch) // fixed_batch)])
 
 
 def check_backend(name: str) -> None:
@@ -59,24 +49,23 @@ def inference_workers(backend: str, workers: int) -> int:
 
 
 def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int = 1) -> Backend:
-    """`runs`: how many inferences the caller will run at once (see parallel_runs)."""
-    from ..model import PRECISION_FILES
-
+    """`runs`: how many inferences the caller will run at once (see parallel_runs). Each backend's module is
+    imported here, when chosen: onnxruntime, torch and TensorRT (with pycuda) are heavy, and all but the first
+    optional."""
     check_backend(name)
+    variant = precision_named(precision)
     if name in ("onnxruntime", "torch"):
-        onnx_path = folder / PRECISION_FILES[precision]
+        onnx_path = folder / variant.onnx
         if not onnx_path.is_file():
-            if precision == "fp32":
-                raise EdgeError(f"{onnx_path}: missing; import the model again with `edge import ... --force`")
-            hint = "edge fp16" if precision == "fp16" else "edge calibrate"
-            raise EdgeError(f"{onnx_path}: no {precision} variant; make it with `{hint} {folder}`")
+            what = "missing" if variant == FP32 else f"no {precision} variant"
+            raise EdgeError(f"{onnx_path}: {what}; {missing_file_hint(folder, variant.onnx)}")
         if name == "torch":  # PyTorch on CUDA: a GPU executor where TensorRT is absent (edge/backends/torch.py)
-            from .torch import TorchBackend
+            from .torch import TorchBackend  # torch and onnx2torch: optional, heavy
 
             return TorchBackend(onnx_path, card)
-        from .onnxruntime import OnnxRuntimeBackend
+        from .onnxruntime import OnnxRuntimeBackend  # onnxruntime: a heavy import, chosen here
 
         return OnnxRuntimeBackend(onnx_path, card, runs)
-    from .tensorrt import TensorRTBackend
+    from ..tensorrt.runner import TensorRTBackend  # tensorrt and pycuda: optional, heavy
 
     return TensorRTBackend.from_model_folder(folder, card, precision)

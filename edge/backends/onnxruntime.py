@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import EdgeError
-from ..model import Tensors, check_graph
-from . import run_in_fixed_batches
-
-if TYPE_CHECKING:
-    from ..model import Card
+from ..folder import Card, Tensors, check_graph
+from .base import run_in_fixed_batches
 
 
 def session_options(runs: int = 1) -> ort.SessionOptions:

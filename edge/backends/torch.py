@@ -25,13 +25,11 @@ import numpy as np
 import onnx
 
 from ..errors import EdgeError, first_line
-from ..importer import load_onnx
-from . import run_in_fixed_batches
+from ..folder import Card, load_onnx
+from .base import run_in_fixed_batches
 
 if TYPE_CHECKING:
     import torch
-
-    from ..model import Card
 
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float16): "<f2"}
 

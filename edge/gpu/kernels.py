@@ -14,7 +14,7 @@ layout), without the intermediate images:
 The CPU reference rounds the resized image to uint8 before the value step; the kernel keeps the float, so the two
 differ by less than one pixel level (0.8 at most on random frames; gray, rounded like cvtColor, by one at most).
 It is compiled with --fmad=false: without fused multiply-adds every step rounds once, in float32, so the same
-source compiled for the CPU (tests/kernel_on_cpu.py, held to the CPU reference in tests/test_gpu_kernel.py)
+source compiled for the CPU (tests/kernel_on_cpu.py, held to the CPU reference in tests/test_gpu_kernels.py)
 computes the same numbers as on the GPU.
 
 Compilation: pycuda's SourceModule runs nvcc once for this source, these options and the device's architecture,

@@ -19,7 +19,7 @@ An engine for this path is any object with
     input_dtype                                  numpy dtype the engine reads (float32 or float16)
     output_shape(batch) -> tuple                 float32 output elements per batch
     run_device(input_pointer, output_pointer, batch, stream)   queue the model on a pycuda Stream
-The torch backend is one; `device_engine` wraps the TensorRT backend's set_batch/execute into one.
+The torch backend (edge/backends/torch.py) and the TensorRT runner (edge/tensorrt/runner.py) are two.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import EdgeError
+from ..model import softmax
 from ..preprocess import Preprocess
 from .buffers import DeviceBuffer, HostBuffer, download, upload
 from .kernels import FusedPreprocess, output_shape
@@ -47,42 +48,13 @@ class DeviceEngine(Protocol):
     def run_device(self, input_pointer: int, output_pointer: int, batch: int, stream) -> None: ...
 
 
-class TensorRTEngine:
-    """The TensorRT backend (edge/backends/tensorrt.py) as a DeviceEngine: the card's input and output tensors at
-    the pipeline's pointers, any other output the engine has in scratch buffers of its own."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        tensors = {t.name: t for t in backend.tensors}
-        self.input_dtype = np.dtype(tensors[backend.input_name].dtype)
-        output = tensors[backend.output_name]
-        if output.dtype != np.float32:
-            raise EdgeError(f"the GPU path reads a float32 output; this engine's {output.name} is {output.dtype}")
-        self.other_outputs = [t for t in backend.tensors if t.mode == "output" and t.name != backend.output_name]
-        self.batch = 0
-        self.scratch: dict[str, DeviceBuffer] = {}
-
-    def output_shape(self, batch: int) -> tuple[int, ...]:
-        self.batch = 0  # set_batch sets the context's input shape: the next run sets its own batch again
-        return self.backend.set_batch(batch)[self.backend.output_name]
-
-    def run_device(self, input_pointer: int, output_pointer: int, batch: int, stream) -> None:
-        if batch != self.batch:
-            shapes = self.backend.set_batch(batch)
-            self.scratch = {t.name: DeviceBuffer(shapes[t.name], t.dtype) for t in self.other_outputs}
-            self.batch = batch
-        addresses = {self.backend.input_name: input_pointer, self.backend.output_name: output_pointer}
-        addresses.update({name: buffer.pointer for name, buffer in self.scratch.items()})
-        self.backend.execute(addresses, stream.handle)
-
-
 def device_engine(backend) -> DeviceEngine | None:
-    """The model's backend as a DeviceEngine, or None when it runs on the host (ONNX Runtime)."""
-    if hasattr(backend, "run_device"):
-        return backend
-    if hasattr(backend, "execute") and hasattr(backend, "set_batch"):
-        return TensorRTEngine(backend)
-    return None
+    """The model's backend when it runs from device memory (torch, TensorRT), or None when it runs on the host
+    (ONNX Runtime). Its input_dtype is read now, so an engine the path cannot run is refused before any buffer."""
+    if not hasattr(backend, "run_device"):
+        return None
+    _ = backend.input_dtype
+    return backend
 
 
 @dataclass
@@ -200,8 +172,6 @@ class GpuExecutor:
     named "gpu:<stage>"."""
 
     def __init__(self, model, engine: DeviceEngine, mode: str, recorders=(), batch: int = 1, slots: int = 1):
-        from ..model import softmax
-
         self.softmax = None if model.card.probabilities else softmax
         # The Loop's batch, or the engine's fixed batch. Every partial batch is padded to it (the padding's rows
         # are ignored by the Loop), so the engine always runs one batch size: with two batches in flight, a

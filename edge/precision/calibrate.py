@@ -35,15 +35,12 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import EdgeError, first_line
 from ..files import sha256_file, updated_folder
-from ..importer import load_checked_onnx
-from ..model import CARD, PRECISION_FILES, Card
+from ..folder import CALIBRATION_CACHE, CALIBRATION_JSON, CARD, FP32, PRECISIONS, Card, load_checked_onnx
 from ..preprocess import load_image_for, preprocess
+from ..tensorrt.calibration_cache import DEFAULT_TENSORRT, cache_header, format_cache
 from ..words import plural
-from .cache import DEFAULT_TENSORRT, cache_header, format_cache
-from .images import CALIBRATION_JSON
 
 METHODS = ("percentile", "entropy", "minmax")  # the first is the default: docs/precision.md
-CALIBRATION_CACHE = "calibration.cache"
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 INT8_MAX = 127  # symmetric int8: [-127, 127], scale = amax / 127
 
@@ -75,7 +72,7 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     if reason := calibration_unsupported():
         raise EdgeError(reason)
     card = Card.read(folder)
-    source = folder / PRECISION_FILES["fp32"]
+    source = folder / FP32.onnx
     model = load_checked_onnx(folder, card)
     calibrated = {path: sha256_file(path) for path in (folder / CARD, source)}  # what the int8 files are made from
     # The three files change together or not at all: written in a staging folder that then replaces the model
@@ -92,7 +89,7 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
         if any(sha256_file(path) != sha256 for path, sha256 in calibrated.items()):
             raise EdgeError(f"{folder}: {CARD} or {source.name} was replaced while calibrating (another edge run?); "
                             "nothing written: calibrate again")
-    return folder / PRECISION_FILES["int8"]
+    return folder / PRECISIONS["int8"].onnx
 
 
 def _calibrate_into(staging: Path, model_sha256: str, model: onnx.ModelProto, card: Card, images: list[Path],
@@ -137,7 +134,7 @@ def _calibrate_into(staging: Path, model_sha256: str, model: onnx.ModelProto, ca
     }
     (staging / CALIBRATION_CACHE).write_text(format_cache(scales, tensorrt_version), encoding="utf-8")
     (staging / CALIBRATION_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    (staging / PRECISION_FILES["int8"]).write_bytes(int8_bytes)
+    (staging / PRECISIONS["int8"].onnx).write_bytes(int8_bytes)
 
 
 @contextlib.contextmanager

@@ -15,10 +15,10 @@ from pathlib import Path
 from ..errors import EdgeError
 from ..evaluate import read_image_list
 from ..files import sha256_file
+from ..folder import CALIBRATION_JSON
 from ..words import plural
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-CALIBRATION_JSON = "calibration.json"
 
 
 def list_images(source: Path) -> list[Path]:

@@ -22,6 +22,7 @@ import time
 from http import HTTPStatus
 
 from ..errors import EdgeError, first_line
+from ..telemetry import availability, read_sample
 from .loop import STAGES, LoopStats
 
 log = logging.getLogger("edge")
@@ -130,8 +131,6 @@ class JetsonStats:
 
     @classmethod
     def start(cls) -> JetsonStats | None:
-        from ..telemetry import availability
-
         usable, note = availability()
         if not usable:
             if "not installed" not in note:  # on a workstation its absence is normal, not worth a line
@@ -148,8 +147,6 @@ class JetsonStats:
         return cls(client)
 
     def lines(self) -> list[str]:
-        from ..telemetry import read_sample
-
         try:
             sample = read_sample(self.client)
         except Exception:  # the service went away: leave the figures out rather than fail the scrape

@@ -28,7 +28,7 @@ Hooks for the profiler and the GPU path (they wrap this same loop rather than ru
   atomic).
 - Swappable preprocessing and compute: `Loop(..., executor=...)` takes any object with
   `preprocess(images: list[np.ndarray]) -> prepared` and `compute(prepared) -> np.ndarray` of (>= N, classes)
-  probabilities (rows beyond N, from padding a fixed batch, are ignored). CpuExecutor below is the reference;
+  probabilities (rows beyond N, from padding a fixed batch, are ignored). CpuExecutor (executors.py) is the reference;
   a GPU executor replaces both steps (upload + kernel, then engine) and may record finer stages itself
   (e.g. "h2d", "d2h") through the same recorders. Without a `workers` attribute above 1 both run on the calling
   thread, so a CUDA context made current there stays current. With `in_flight` > 1, `compute(prepared)` is called
@@ -61,7 +61,6 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import EdgeError
-from ..preprocess import preprocess
 from .sources import Frame, Source, SourceError, log_skipped
 
 log = logging.getLogger("edge")
@@ -103,33 +102,6 @@ class LoopStats:
     capture_alive_at: float = field(default_factory=time.monotonic)  # the capture thread's last sign of life
     latest: dict | None = None  # the last result written
     source_error: str | None = None  # why the live source is down and when it is retried; None while frames come
-
-
-class CpuExecutor:
-    """The reference data path: the CPU preprocessing, then the model's backend (ONNX Runtime or TensorRT).
-
-    A model with a fixed batch gets partial batches padded with copies of the last frame. `workers` > 1 lets the
-    loop run that many batches at once, each on its own thread; the backend must allow concurrent runs (ONNX
-    Runtime does). On a CPU, one single-threaded ONNX Runtime run per core gives more frames per second than one
-    run spread over every core, whose threads meet at every operator (docs/benchmarks.md, "Camera loop")."""
-
-    def __init__(self, model, workers: int = 1):
-        self.model, self.workers = model, workers
-        self.fixed_batch = model.card.batch
-
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        return preprocess(image, self.model.preprocess)
-
-    def collate(self, inputs: list[np.ndarray]) -> np.ndarray:
-        if self.fixed_batch and len(inputs) % self.fixed_batch:
-            inputs = inputs + [inputs[-1]] * (self.fixed_batch - len(inputs) % self.fixed_batch)
-        return np.stack(inputs)
-
-    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.collate([self.prepare(image) for image in images])
-
-    def compute(self, prepared: np.ndarray) -> np.ndarray:
-        return self.model.probabilities(prepared)
 
 
 class FrameQueue:

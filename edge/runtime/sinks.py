@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 
 from ..errors import EdgeError
-from ..files import read_toml
+from ..files import atomic_write_bytes, read_toml
+from .sources import IMAGE_SUFFIXES
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
@@ -186,8 +187,6 @@ def annotation_paths(images: list[Path], out: Path) -> list[Path]:
     else into the folder OUT (made if missing) under each image's own name. Checked before any image is
     classified: an unwritable place, two images of the same name or an image written over itself are found out
     first."""
-    from .sources import IMAGE_SUFFIXES
-
     if len(images) == 1 and not out.is_dir():
         if out.suffix.lower() not in IMAGE_SUFFIXES:
             raise EdgeError(f"{out}: an annotated image is written as {', '.join(sorted(IMAGE_SUFFIXES))}")
@@ -212,8 +211,6 @@ def annotation_paths(images: list[Path], out: Path) -> list[Path]:
 
 def write_annotated(image: np.ndarray, lines: list[str], path: Path) -> None:
     """A copy of the image with the lines drawn on it, encoded by its suffix and written in one rename."""
-    from ..files import atomic_write_bytes
-
     drawn = image.copy()
     draw_text(drawn, lines)
     if path.suffix.lower() == ".pgm":  # the one suffix edge reads that holds grey only

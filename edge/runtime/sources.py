@@ -1,12 +1,10 @@
 """Sources turn an input URI into frames: uint8 HxWx3 BGR arrays, one at a time.
 
-    csi://N                 a Jetson CSI camera, through GStreamer's nvarguscamerasrc (needs JetPack's OpenCV)
-    gst://PIPELINE          any GStreamer pipeline ending in appsink (needs an OpenCV built with GStreamer)
-    v4l2:///dev/videoN      a USB or V4L2 camera (also a plain /dev/videoN, as jetson-inference takes it)
-    rtsp://, rtmp://, http://, https://, udp://, tcp://, srt://   a network stream (OpenCV's FFmpeg backend)
-    file://video.mp4, or a plain path   a video file
-    a folder, or a glob such as "shots/*.jpg"   image files, in sorted order
-    test://                 a generated moving pattern, so the loop can be tried on any machine
+The input schemes are one table, SCHEMES (at the end): each says how it is written, what it reads, whether it is
+live, and which function opens it. `edge run --help` (and so systemd/edge.toml), the error for an unknown scheme and
+the table in docs/service.md are all made from it (schemes_help, schemes_table; tests keep the files equal to it):
+csi://N, gst://PIPELINE, v4l2:///dev/videoN (or /dev/videoN), the network streams (rtsp://, http://, ...), file://
+or a plain path (a video, an image, a folder, a glob) and test://, a generated pattern.
 
 ${NAME} anywhere in a URI is read from the environment variable NAME, so that a password need not be on the
 command line; wherever a URI is shown, redact() hides its credentials.
@@ -32,7 +30,7 @@ import socket
 import stat
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -362,41 +360,38 @@ def _why_unreachable(url: str) -> str:
     return f"{host}:{port} answers but sends no stream (check the path and the credentials)"
 
 
-def open_source(uri: str, width: int | None = None, height: int | None = None, fps: float | None = None,
-                loop: bool = False) -> Source:
-    """The Source for an input URI. Width, height and fps request a camera's mode and size test://;
-    files, folders and streams keep their own. `loop` starts files and folders over at their end."""
-    shown, uri = redact(uri), expand_environment(uri)
-    scheme, sep, rest = uri.partition("://")
-    scheme = scheme.lower() if sep else ""
-    if scheme == "test":
-        return TestPattern(uri, width or 640, height or 480, 30.0 if fps is None else fps)
-    if scheme == "csi":
-        if not rest.isdigit():
-            raise EdgeError(f"{uri}: expected csi://N, N the camera's sensor id")
-        _require_gstreamer(uri)
-        pipeline = csi_pipeline(int(rest), width or 1280, height or 720, fps or 30)
-        return Capture(uri, pipeline, cv2.CAP_GSTREAMER, live=True)
-    if scheme == "gst":
-        _require_gstreamer(shown)
-        return Capture(shown, rest, cv2.CAP_GSTREAMER, live=True)
-    if not scheme and is_camera_node(uri):  # jetson-inference's habit: `--input /dev/video0`
-        scheme, rest = "v4l2", uri
-    if scheme == "v4l2":
-        if not rest.startswith("/dev/"):
-            raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
-        if not os.path.exists(rest):  # a camera unplugged later is retried; one never there is a mistake
-            cameras = ", ".join(sorted(glob.glob("/dev/video*"))) or "none"
-            raise EdgeError(f"{rest}: no such device (video devices here: {cameras})")
-        return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
-    if scheme in STREAM_SCHEMES:
-        timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
-                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
-        return NetworkStream(shown, uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
-    if scheme not in ("", "file"):
-        raise EdgeError(f"{shown}: unknown input scheme {scheme}:// (csi, gst, v4l2, {', '.join(STREAM_SCHEMES)}, "
-                        "file, test, or a path)")
-    path = rest if scheme == "file" else uri
+def _open_test(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    return TestPattern(uri, width or 640, height or 480, 30.0 if fps is None else fps)
+
+
+def _open_csi(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    if not rest.isdigit():
+        raise EdgeError(f"{uri}: expected csi://N, N the camera's sensor id")
+    _require_gstreamer(uri)
+    return Capture(uri, csi_pipeline(int(rest), width or 1280, height or 720, fps or 30), cv2.CAP_GSTREAMER, live=True)
+
+
+def _open_gst(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    _require_gstreamer(shown)
+    return Capture(shown, rest, cv2.CAP_GSTREAMER, live=True)
+
+
+def _open_v4l2(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    if not rest.startswith("/dev/"):
+        raise EdgeError(f"{uri}: expected v4l2:///dev/videoN")
+    if not os.path.exists(rest):  # a camera unplugged later is retried; one never there is a mistake
+        cameras = ", ".join(sorted(glob.glob("/dev/video*"))) or "none"
+        raise EdgeError(f"{rest}: no such device (video devices here: {cameras})")
+    return Capture(uri, rest, cv2.CAP_V4L2, live=True, width=width, height=height, fps=fps)
+
+
+def _open_stream(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS)
+    return NetworkStream(shown, uri, cv2.CAP_FFMPEG, live=True, params=timeouts)
+
+
+def _open_path(uri: str, shown: str, rest: str, width, height, fps, loop: bool) -> Source:
+    path = rest if uri.lower().startswith("file://") else uri
     images = image_paths(path)
     if images is not None:
         source: Source = ImageFiles(uri, images)
@@ -407,3 +402,62 @@ def open_source(uri: str, width: int | None = None, height: int | None = None, f
         # only contend with the inference workers that already keep every core busy (docs/benchmarks.md).
         source = Capture(uri, path, cv2.CAP_ANY, live=False, params=(cv2.CAP_PROP_N_THREADS, 1))
     return Looping(source) if loop else source
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One way to name an input: `names` are its URI schemes ("" for a plain path)."""
+
+    names: tuple[str, ...]
+    written: str  # how a user writes it (Markdown)
+    short: str  # for --help, after `written`; may be empty
+    how: str  # how it is read (docs/service.md)
+    live: bool  # frames at the source's own pace, the latest kept; else every frame, never dropped
+    open: Callable[..., Source]  # (uri, uri as shown, the rest after "://", width, height, fps, loop) -> Source
+
+
+SCHEMES = (
+    Scheme(("csi",), "`csi://N`", "", "GStreamer: `nvarguscamerasrc sensor-id=N` -> `nvvidconv` -> BGR appsink "
+           "(drop=true, max-buffers=1)", True, _open_csi),
+    Scheme(("gst",), "`gst://PIPELINE`", "", "any GStreamer pipeline ending in `appsink`", True, _open_gst),
+    Scheme(("v4l2",), "`v4l2:///dev/videoN` (or `/dev/videoN`)", "",
+           "OpenCV's V4L2 backend; `--width/--height/--fps` request the mode. A device that is not there stops "
+           "`edge run` at once; one that fails later is retried, the log saying why (unplugged, permission, busy)",
+           True, _open_v4l2),
+    Scheme(STREAM_SCHEMES, ", ".join(f"`{name}://`" for name in STREAM_SCHEMES), "network streams",
+           "OpenCV's FFmpeg backend, 5 s open and read timeouts", True, _open_stream),
+    Scheme(("file", ""), "a path (a video file, an image, a folder, or a glob such as `\"shots/*.jpg\"`) or "
+           "`file://PATH`", "", "a video: OpenCV; images: in sorted file-name order, an undecodable file skipped, "
+           "counted and named in the log (once)", False, _open_path),
+    Scheme(("test",), "`test://`", "a generated pattern", "moving colour bars, `--width x --height` (640x480), paced "
+           "at `--fps` (30; 0: unpaced)", True, _open_test),
+)
+_BY_NAME = {name: scheme for scheme in SCHEMES for name in scheme.names}
+
+
+def schemes_help() -> str:
+    """The inputs, for --help: each as it is written (in Markdown)."""
+    written = [f"{s.written} ({s.short})" if s.short else s.written for s in SCHEMES]
+    return ", ".join(written[:-1]) + ", or " + written[-1]
+
+
+def schemes_table() -> str:
+    """The inputs as the Markdown table in docs/service.md."""
+    rows = ["| input | how it is read | live? |", "|---|---|---|"]
+    rows += [f"| {s.written} | {s.how} | {'yes' if s.live else 'no'} |" for s in SCHEMES]
+    return "\n".join(rows) + "\n"
+
+
+def open_source(uri: str, width: int | None = None, height: int | None = None, fps: float | None = None,
+                loop: bool = False) -> Source:
+    """The Source for an input URI. Width, height and fps request a camera's mode and size test://;
+    files, folders and streams keep their own. `loop` starts files and folders over at their end."""
+    shown, uri = redact(uri), expand_environment(uri)
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if not scheme and is_camera_node(uri):  # jetson-inference's habit: `--input /dev/video0`
+        scheme, rest = "v4l2", uri
+    if scheme not in _BY_NAME:
+        known = ", ".join(name for s in SCHEMES for name in s.names if name)
+        raise EdgeError(f"{shown}: unknown input scheme {scheme}:// ({known}, or a path)")
+    return _BY_NAME[scheme].open(uri, shown, rest, width, height, fps, loop)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ..errors import EdgeError
 from ..files import tomllib
+from ..folder import repo_folder
 from ..importer import PreprocessOptions, import_model
-from ..model import repo_folder
 
 DOWNLOADS = ".downloads"  # in the repository; a dot folder, so `edge list` passes it by
 ATTEMPTS = 3  # connections per file in one pull: each resumes where the last one broke off

@@ -85,3 +85,47 @@ def read_cache(path: Path) -> CalibrationCache:
         raise EdgeError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise EdgeError(f"{path}: not a TensorRT calibration cache (not ASCII text)") from None
+
+
+def read_calibration_cache(path: Path, version: str) -> bytes:
+    """The cache's bytes, after checking it is one this TensorRT will take .
+
+    TensorRT skips a cache whose header names another version or algorithm and then wants to calibrate on the
+    device; with no images here that would lose the INT8 scales, so a mismatch is refused up front.
+    """
+    data = path.read_bytes()
+    try:
+        cache = parse_cache(data.decode("ascii"), path)
+    except UnicodeDecodeError:
+        raise EdgeError(f"{path}: not a TensorRT calibration cache (not ASCII text)") from None
+    if cache.algorithm != ALGORITHM:
+        raise EdgeError(f"{path}: written for the {cache.algorithm} calibrator; edge's build reads {ALGORITHM}")
+    if cache.tensorrt_version != tensorrt_version_number(version):
+        raise EdgeError(f"{path}: stamped for TensorRT version code {cache.tensorrt_version}, this TensorRT {version} "
+                        f"reads {tensorrt_version_number(version)}; re-run `edge calibrate` for TensorRT {version}")
+    if not cache.scales:
+        raise EdgeError(f"{path}: has no tensor scales")
+    return data
+
+
+def cache_calibrator(trt, cache: bytes):
+    """An INT8 entropy calibrator that never calibrates on the device: it hands TensorRT the cache made on the
+    workstation. If TensorRT asked for images anyway, get_batch has none to give, and the build fails."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)  # pybind11 trampolines need the base initialised by name
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            return None
+
+        def read_calibration_cache(self):
+            return cache
+
+        def write_calibration_cache(self, cache):
+            return None
+
+    return CacheCalibrator()

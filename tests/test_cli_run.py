@@ -13,17 +13,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
-from runtime_support import tiny_model_folder, write_video
+from runtime_support import write_video
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 SUPPORT = Path(__file__).with_name("runtime_support.py")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(tiny_model_folder(tmp_path_factory.mktemp("tiny")))
 
 
 def free_port() -> int:

@@ -582,3 +582,47 @@ def test_the_profilers_serial_run_keeps_one_frame_in_flight_on_the_double_buffer
     assert recorder.loop.in_flight == 2  # the profiler's wrapper passes the slots on: the overlapped run uses them
     assert recorder.measured("gpu:compute") == pytest.approx([ENGINE_MS] * 5)
     assert recorder.measured("gpu:preprocess") == pytest.approx([KERNEL_MS] * 5)
+
+
+class FakePipeline:
+    """GpuPipeline's submit/collect contract without pycuda: at most max_batch frames of one size per submit."""
+
+    def __init__(self, spec, engine, mode, max_batch=1, slots=2):
+        self.max_batch, self.submitted = max_batch, []
+
+    def submit(self, frames):
+        if not 0 < len(frames) <= self.max_batch:
+            raise ValueError(f"a batch of 1 to {self.max_batch} frames, not {len(frames)}")
+        self.submitted.append(len(frames))
+
+    def collect(self):
+        return np.full((self.submitted[-1], 3), 1 / 3, np.float32), {}
+
+
+def batching_executor(monkeypatch, fixed_batch: int, batch: int):
+    from edge.gpu import pipeline
+
+    monkeypatch.setattr(pipeline, "GpuPipeline", FakePipeline)
+    model = SimpleNamespace(card=SimpleNamespace(batch=fixed_batch, probabilities=True), preprocess=None,
+                            folder="engines/tiny")
+    return pipeline.GpuExecutor(model, engine=None, mode="pinned", batch=batch)
+
+
+def test_gpu_executor_takes_the_loops_batch_on_a_dynamic_batch_engine(monkeypatch):
+    executor = batching_executor(monkeypatch, fixed_batch=0, batch=4)
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 4
+    assert executor.compute(executor.preprocess(frames)).shape == (4, 3)
+
+
+def test_gpu_executor_pads_partial_batches_for_a_fixed_batch_engine(monkeypatch):
+    executor = batching_executor(monkeypatch, fixed_batch=4, batch=4)
+    executor.preprocess([np.zeros((48, 64, 3), np.uint8)] * 2)
+    assert executor.pipeline.submitted == [4]  # the engine runs its one batch size; the Loop ignores the padding
+    with pytest.raises(EdgeError, match="runs batches of at most 4"):
+        batching_executor(monkeypatch, fixed_batch=4, batch=8)
+
+
+def test_gpu_executor_refuses_frames_of_several_sizes_in_one_line(monkeypatch):
+    executor = batching_executor(monkeypatch, fixed_batch=0, batch=2)
+    with pytest.raises(EdgeError, match="frames of one size"):
+        executor.preprocess([np.zeros((48, 64, 3), np.uint8), np.zeros((40, 64, 3), np.uint8)])
