@@ -43,15 +43,22 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import parallel_runs
+from .backends.opencv import OpenCvDnnBackend
 from .errors import EdgeError, first_line
 from .evaluate import Score, in_order, read_label_list
 from .files import atomic_write_text
+from .folder import PRECISIONS, Card, find_model_folder, precision_named, read_labels
+from .gpu import cuda_available
 from .imagefile import decode_image, load_image
 from .info import cpu
-from .model import PRECISION_FILES, Card, Model, find_model_folder, read_labels
+from .model import Model
 from .precision.images import exclude_calibration_images
 from .preprocess import preprocess
+from .runtime.executors import make_executor
+from .runtime.loop import Loop
+from .runtime.sinks import Results, load_groups
 from .runtime.sources import Frame, Source
+from .tensorrt.version import import_tensorrt
 
 SCHEMA = "edge.bench/1"
 BACKENDS = ("onnxruntime", "opencv", "tensorrt", "torch")
@@ -136,24 +143,13 @@ class GroupScore:
                 "group_confidence": {"correct": mean(self.confidence[True]), "wrong": mean(self.confidence[False])}}
 
 
-def _executor(model: Model, backend: str, workers: int, batch: int, gpu_scope: contextlib.ExitStack):
-    """The executor `edge run` assembles for a loaded model (CPU or GPU data path)."""
-    from .runtime.service import make_executor
-
-    return make_executor(model, backend, workers, gpu_scope, batch)
-
-
 def skip_reason(model: str, folder: Path, precision: str, backend: str, label_list: Path) -> tuple[str, str]:
     """(why the row cannot run here, the command that would make it), or ("", "") when it can be tried."""
     if backend in ("tensorrt", "torch"):
-        from .gpu import cuda_available
-
         has_cuda, why = cuda_available()
         if not has_cuda:
             return f"no CUDA ({why})", f"on an NVIDIA GPU: {_gpu_command(model, precision, backend)}"
         if backend == "tensorrt":
-            from .backends.tensorrt import import_tensorrt
-
             try:
                 import_tensorrt()
             except EdgeError as e:
@@ -163,12 +159,12 @@ def skip_reason(model: str, folder: Path, precision: str, backend: str, label_li
 
             if importlib.util.find_spec("torch") is None:
                 return "PyTorch is not installed", _gpu_command(model, precision, backend)
-    onnx = folder / PRECISION_FILES[precision]
-    if backend != "tensorrt" and not onnx.is_file():
-        if precision == "fp16":
-            return f"no fp16 variant ({onnx.name})", f"edge fp16 {model}"
-        if precision == "int8":
-            return f"no int8 variant ({onnx.name})", f"edge calibrate {model} --images {label_list} --count 100"
+    variant = PRECISIONS[precision]
+    if backend != "tensorrt" and variant.made_by and not (folder / variant.onnx).is_file():
+        command = f"{variant.made_by} {model}"
+        if variant.reads_calibration_cache:  # made by calibrating, on images
+            command += f" --images {label_list} --count 100"
+        return f"no {precision} variant ({variant.onnx})", command
     return "", ""
 
 
@@ -193,19 +189,17 @@ def load_row(row: Row, folder: Path, card: Card, repo, batches: list[int], gpu_s
     blank = np.zeros((*card.preprocess.size, 3), np.uint8)
     for workers in sorted({1, parallel_runs(row.backend)}):
         if row.backend == "opencv":
-            from .backends.opencv import OpenCvDnnBackend
-
-            model = Model(folder, card, OpenCvDnnBackend(folder / PRECISION_FILES[row.precision], card))
+            model = Model(folder, card, OpenCvDnnBackend(folder / PRECISIONS[row.precision].onnx, card))
         else:
             model = Model.load(folder, repo, row.backend, row.precision, runs=workers)
         row.models[workers] = model
         for batch in sorted({1, *batches}):
-            executor = _executor(model, row.backend, workers, batch, gpu_scope)
+            executor = make_executor(model, workers, gpu_scope, batch)
             executor.compute(executor.preprocess([blank]))
             row.executors[workers, batch] = executor
     after = _resident_bytes()
     row.memory_bytes = after - before if before is not None and after is not None else None
-    path = folder / PRECISION_FILES[row.precision]
+    path = folder / PRECISIONS[row.precision].onnx
     row.file_bytes = path.stat().st_size if path.is_file() else None
 
 
@@ -271,9 +265,6 @@ class MemoryFrames(Source):
 
 def time_throughput(row: Row, batch: int, workers: int, images: list[np.ndarray]) -> float:
     """Images per second through the loop of `edge run` (batch, workers), no sinks, frames from memory."""
-    from .runtime.loop import Loop
-    from .runtime.sinks import Results
-
     model = row.models[workers]
     loop = Loop(MemoryFrames(images), row.executors[workers, batch], Results(model, TOP_K), sinks=[], batch=batch)
     start = time.perf_counter()
@@ -355,15 +346,12 @@ def machine() -> dict:
 
 
 def run_bench(models: list[str], label_list: Path, root: Path | None = None, repo=None,
-              precisions: tuple[str, ...] = tuple(PRECISION_FILES), backends: tuple[str, ...] = BACKENDS,
+              precisions: tuple[str, ...] = tuple(PRECISIONS), backends: tuple[str, ...] = BACKENDS,
               groups: Path | None = None, batches: tuple[int, ...] = (1,), frames: int = 20, rounds: int = 5,
               limit: int | None = None, progress: bool = True, say=print) -> Bench:
     """Load every row, estimate the time, then the accuracy pass and the interleaved timing rounds."""
-    from .runtime.sinks import load_groups
-
     for name in precisions:
-        if name not in PRECISION_FILES:
-            raise EdgeError(f"precision must be one of {', '.join(PRECISION_FILES)}, not {name!r}")
+        precision_named(name)  # refuses an unknown one
     for name in backends:
         if name not in BACKENDS:
             raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
@@ -389,7 +377,7 @@ def run_bench(models: list[str], label_list: Path, root: Path | None = None, rep
                 rows.append(Row(model, "-", "-", "failed", first_line(e)))
                 continue
             # As `edge eval` with these precisions: an INT8 variant is never scored on its calibration images.
-            has_int8 = "int8" in precisions and (folder / PRECISION_FILES["int8"]).is_file()
+            has_int8 = "int8" in precisions and (folder / PRECISIONS["int8"].onnx).is_file()
             items = exclude_calibration_images(folder, listed) if has_int8 else list(listed)
             items_of[model], specs[model] = items[:limit], card.preprocess
             for precision, backend in itertools.product(precisions, backends):
@@ -673,7 +661,7 @@ def write_report(path: Path, text: str) -> None:
 def plot(result: dict, path: Path) -> None:
     """Top-1 against whole-frame p50 latency (first batch size), one point per row: a colour per model, a marker
     per backend, the precision beside it; the Pareto front joined, its rows named."""
-    from .profiler import pyplot, write_figure
+    from .profiler import pyplot, write_figure  # the profiler's: the loop, GPU probing and telemetry, for a plot
 
     plt = pyplot()
     batch = str(result["batches"][0])

@@ -6,7 +6,7 @@ printed on one line, with exit status 1.
 
 Some verbs import their library when they run, so the others start faster: those that read or write ONNX
 graphs (import, eval, fp16, calibrate, info, zoo) for onnx, which `edge run`, `edge build` and `edge --help` never
-need; run and profile for the loop and http.server (0.1 to 0.2 s here, more on a Jetson).
+need; run, profile and bench for the loop and http.server (0.1 to 0.2 s here, more on a Jetson).
 """
 
 from __future__ import annotations
@@ -398,8 +398,6 @@ def cmd_profile(args) -> int:
 # --- bench ------------------------------------------------------------------------------------------------
 
 def add_bench(sub) -> None:
-    from .bench import BACKENDS
-
     p = sub.add_parser("bench", help="models x precisions x backends side by side: accuracy, latency, throughput",
                        description="Rows that cannot run here are listed with the reason and the command that would "
                        "make them. Timing is interleaved: every round runs each row in turn (docs/bench.md).")
@@ -409,7 +407,8 @@ def add_bench(sub) -> None:
                    help="lines of `file class_id` (Caffe's val.txt): the accuracy images, and the first --frames timed")
     p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
     p.add_argument("--precision", default="fp32,fp16,int8", help="precisions to compare (default: fp32,fp16,int8)")
-    p.add_argument("--backend", default=",".join(BACKENDS), help=f"backends to compare (default: {','.join(BACKENDS)})")
+    p.add_argument("--backend", help="backends to compare (default: onnxruntime,opencv,tensorrt,torch; OpenCV DNN "
+                   "is the baseline CPU row)")
     p.add_argument("--groups", type=Path, help="label groups (TOML, as for `edge run --groups`): accuracy per group")
     p.add_argument("--batch", default="1", help="batch sizes to time, comma-separated (default: 1)")
     p.add_argument("--frames", type=_positive, default=20, help="images timed per row and round (default: 20)")
@@ -422,7 +421,7 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from .bench import csv_text, format_table, markdown, plot, run_bench, write_report
+    from .bench import BACKENDS, csv_text, format_table, markdown, plot, run_bench, write_report  # the loop, onnx
 
     for path in (args.markdown, args.csv, args.plot):  # found out now, not after the whole run
         if path is not None and not path.parent.is_dir():
@@ -431,9 +430,9 @@ def cmd_bench(args) -> int:
         batches = tuple(_positive(v) for v in args.batch.split(","))
     except argparse.ArgumentTypeError as e:
         raise EdgeError(f"--batch: {e}") from None
+    backends = _names(args.backend, "--backend") if args.backend else BACKENDS
     result = run_bench(args.models, args.label_list, args.root, args.repo, _names(args.precision, "--precision"),
-                       _names(args.backend, "--backend"), args.groups, batches, args.frames, args.rounds,
-                       args.limit).to_dict()
+                       backends, args.groups, batches, args.frames, args.rounds, args.limit).to_dict()
     if args.markdown:
         write_report(args.markdown, markdown(result))
     if args.csv:

@@ -11,16 +11,13 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..errors import EdgeError, first_line
-from . import run_in_fixed_batches
-
-if TYPE_CHECKING:
-    from ..model import Card
+from ..folder import Card
+from .base import run_in_fixed_batches
 
 
 class OpenCvDnnBackend:
