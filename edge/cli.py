@@ -21,8 +21,10 @@ from pathlib import Path
 import edge
 
 from . import repository
-from .backends import BACKENDS
+from .backends import check_backend
 from .errors import EdgeError
+from .export.deepstream import export_deepstream
+from .export.triton import SERVE_WITH, export_triton
 from .folder import PRECISIONS, Card, find_model_folder, repo_folder
 from .model import Model
 from .preprocess import load_image_for
@@ -95,10 +97,19 @@ def _either(names) -> str:
     return f"{', '.join(rest)} or {last}" if rest else last
 
 
+def _backend(text: str) -> str:
+    try:
+        check_backend(text)
+    except EdgeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _model_flags(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     _model_folder_flags(parser)
-    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
-                        help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`) or torch (CUDA)")
+    parser.add_argument("--backend", default="onnxruntime", type=_backend,
+                        help="onnxruntime (default; the CPU), tensorrt (an engine from `edge build`), torch (CUDA), "
+                        "or a model on a Triton server: triton://HOST:PORT/MODEL, triton+grpc://HOST:PORT/MODEL")
     if precision:
         _precision_flag(parser)
 
@@ -300,6 +311,46 @@ def add_build(sub) -> None:
 def cmd_build(args) -> int:
     folder = find_model_folder(args.model, args.repo)
     print(build_engine(folder, args.precision, args.dla, args.workspace, args.implicit))
+    return 0
+
+
+# --- export ------------------------------------------------------------------------------------------------
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="a Triton Inference Server model repository, a DeepStream nvinfer config",
+                       description="docs/scale-out.md says which server and which JetPack runs which form.")
+    _model_folder_flags(p)
+    _precision_flag(p)
+    p.add_argument("--triton", type=Path, metavar="REPO", help="write the Triton models into this repository")
+    p.add_argument("--deepstream", type=Path, metavar="DIR", help="write DIR/<name>/ for Gst-nvinfer")
+    p.add_argument("--max-batch", type=_positive, help="Triton's max_batch_size (default 8), nvinfer's batch-size "
+                   "(default 1); a graph with a fixed batch keeps its own")
+    p.add_argument("--instances", type=_positive, default=1, help="Triton model instances (default: 1)")
+    p.add_argument("--version", type=_positive, default=1, help="the Triton version folder (default: 1)")
+    p.add_argument("--serve-with", default=SERVE_WITH[0], choices=SERVE_WITH,
+                   help="what the ensemble runs after preprocessing: onnx (Triton's ONNX Runtime, default), plan "
+                   "(TensorRT engines from `edge build`) or python (ONNX Runtime in the Python backend)")
+
+
+def cmd_export(args) -> int:
+
+    if not args.triton and not args.deepstream:
+        raise EdgeError("export: give --triton REPO, --deepstream DIR, or both")
+    warnings, written = [], []
+    if args.triton:
+        folders, found = export_triton(args.model, args.triton, args.max_batch or 8, args.instances, args.version,
+                                       args.precision, args.serve_with, args.repo)
+        written += folders
+        warnings += found
+    if args.deepstream:
+        config, found = export_deepstream(args.model, args.deepstream, args.precision, args.max_batch or 1,
+                                          args.repo)
+        written.append(config)
+        warnings += found
+    for warning in warnings:
+        print(f"edge: warning: {warning}", file=sys.stderr)
+    for path in written:
+        print(path)
     return 0
 
 
@@ -553,6 +604,7 @@ VERBS = {
     "fp16": (add_fp16, cmd_fp16),
     "calibrate": (add_calibrate, cmd_calibrate),
     "build": (add_build, cmd_build),
+    "export": (add_export, cmd_export),
     "run": (add_run, cmd_run),
     "service": (add_service, cmd_service),
     "profile": (add_profile, cmd_profile),

@@ -6,6 +6,9 @@ A model folder changes as one unit: it is built aside in a staging folder and sw
 step (`staged_folder`, `updated_folder`). Every temporary name carries the PID of the run that made it,
 `.<name>.<pid>.<random>.tmp`, `.<name>.<pid>.<random>.staging` and `.<name>.<pid>.old`, so the next run on the
 same folder can tell a killed run's leftovers (`remove_stale`) from those of a run still going.
+
+Every run that writes a model folder holds its lock (`model_lock`) while it reads what it builds from and writes,
+so one run's swap never drops a file that another wrote into the folder meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -234,6 +238,65 @@ def remove_stale(final: str | os.PathLike) -> None:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+
+
+# lock files this process holds: a writer that calls another on the same model (zoo pull's import) takes it once
+_held: set[Path] = set()
+
+
+@contextlib.contextmanager
+def model_lock(folder: str | os.PathLike, task: str) -> Iterator[None]:
+    """Hold the model folder's writer lock, `.<name>.lock` beside it: outside the folder, so that a swap of the
+    folder leaves it where it is. Another run that holds it is waited for, with one line on stderr saying which.
+
+    The lock is the kernel's (flock): it goes with its process, even one killed with SIGKILL, so there is no stale
+    lock to clear; the file a killed run leaves is locked and then removed by the next. `task` ("edge calibrate")
+    is what the waiting message calls this run.
+    """
+    folder = Path(folder).resolve()  # a symlinked model: locked where its files are, however it is named
+    lock = folder.parent / f".{folder.name}.lock"
+    if lock in _held:
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = _locked(lock, folder)
+    try:
+        os.ftruncate(fd, 0)  # a killed run's line, if this is the file it left
+        os.pwrite(fd, f"{os.getpid()} {task}\n".encode(), 0)
+        _held.add(lock)
+        yield
+    finally:
+        _held.discard(lock)
+        lock.unlink(missing_ok=True)  # while still held: a run waiting on this file finds it gone, and locks anew
+        os.close(fd)
+
+
+def _locked(lock: Path, folder: Path) -> int:
+    """A descriptor of `lock` locked by this process, once any other holder lets go."""
+    waited = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as e:
+            raise EdgeError(f"{lock}: cannot open the model's lock file: {e.strerror or e}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()  # "<pid> <task>", or not yet
+                    pid, _, doing = holder.partition(" ")
+                    who = f"{pid}'s {doing}" if doing else "another edge run"
+                    print(f"edge: waiting for {who} on {folder}", file=sys.stderr, flush=True)
+                    waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed this file as it let go: the lock is now the file of that name
 
 
 def read_toml(path: Path) -> dict:

@@ -18,7 +18,7 @@ import tomli_w
 
 from . import __version__
 from .errors import EdgeError, first_line
-from .files import sha256_file, staged_folder
+from .files import model_lock, sha256_file, staged_folder
 from .folder import (
     CALIBRATION_CACHE,
     CALIBRATION_JSON,
@@ -227,13 +227,14 @@ def import_model(src: str | os.PathLike, *, name: str | None = None, repo: str |
         },
     )
     folder = repo_folder(repo) / name
-    if folder.exists() and not force:
-        raise EdgeError(f"{folder}: already exists; pass --force to replace it")
-    with staged_folder(folder, replace=force) as staging:
-        onnx.save(model, str(staging / FP32.onnx))
-        (staging / CARD).write_text(tomli_w.dumps(card.to_toml()), encoding="utf-8")
-        if label_lines is not None:
-            shutil.copyfile(labels, staging / LABELS)
-        if mean_image is not None:
-            np.save(staging / MEAN_IMAGE, mean_image.astype(np.float32))
+    with model_lock(folder, "edge import"):  # two imports of one name: the second waits, then finds the first's
+        if folder.exists() and not force:
+            raise EdgeError(f"{folder}: already exists; pass --force to replace it")
+        with staged_folder(folder, replace=force) as staging:
+            onnx.save(model, str(staging / FP32.onnx))
+            (staging / CARD).write_text(tomli_w.dumps(card.to_toml()), encoding="utf-8")
+            if label_lines is not None:
+                shutil.copyfile(labels, staging / LABELS)
+            if mean_image is not None:
+                np.save(staging / MEAN_IMAGE, mean_image.astype(np.float32))
     return folder

@@ -472,6 +472,7 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
     if memory and path == "host":
         note += f"; --memory {memory} ignored: memory modes need CUDA and a GPU backend"
 
+    remote_before = model.backend.times() if hasattr(model.backend, "time_split") else None  # a Triton server
     sampler = jetson_telemetry.Sampler() if telemetry else None
     if sampler is not None:
         sampler.start()
@@ -484,6 +485,8 @@ def profile(model_ref: str, repo: str | None = None, input_uri: str = "test://",
             runs, device, frame_size = _profile_gpu(model, memory, make_source, warmup, frames)
     finally:
         summary, telemetry_note = sampler.stop() if sampler is not None else (None, "not asked for")
+    if remote_before is not None:
+        note += "; " + model.backend.time_split(remote_before)
 
     result = Profile(model.card.name, redact(input_uri), frame_size, backend, workers, frames, warmup, path, note, runs,
                      device, summary, telemetry_note)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EdgeError
-from .files import fsync_path
+from .files import fsync_path, model_lock
 from .folder import (
     CALIBRATION_CACHE,
     CALIBRATION_JSON,
@@ -106,22 +106,23 @@ def remove(model: str | os.PathLike, repo: str | os.PathLike | None = None, engi
     """Remove a model folder (renamed aside first, so it is never seen half-deleted), or only its engines; a model
     that is a symbolic link is removed as the link, never what it points to. Returns what was removed."""
     folder = Path(os.path.abspath(find_model_folder(model, repo)))  # "." names the folder it is: set aside by name
-    if engines_only:
-        removed = engine_files(folder)
-        for path in removed:  # each engine before its sidecar: an engine never outlives its sidecar
-            path.unlink()
-        return removed
-    if folder.is_symlink():  # the repository holds the link, not what it points to: that stays where it is
-        folder.unlink()
+    with model_lock(folder, "edge rm"):  # not removed under a run writing it, which would then fail
+        if engines_only:
+            removed = engine_files(folder)
+            for path in removed:  # each engine before its sidecar: an engine never outlives its sidecar
+                path.unlink()
+            return removed
+        if folder.is_symlink():  # the repository holds the link, not what it points to: that stays where it is
+            folder.unlink()
+            fsync_path(folder.parent)
+            return [folder]
+        # Named as files.py names a temporary, so a run killed before the rmtree ends leaves what the next run on
+        # this name clears (files.remove_stale), rather than a folder nothing ever removes.
+        aside = folder.with_name(f".{folder.name}.{os.getpid()}.removing.tmp")
+        os.rename(folder, aside)
         fsync_path(folder.parent)
+        shutil.rmtree(aside)
         return [folder]
-    # Named as files.py names a temporary, so a run killed before the rmtree ends leaves what the next run on
-    # this name clears (files.remove_stale), rather than a folder nothing ever removes.
-    aside = folder.with_name(f".{folder.name}.{os.getpid()}.removing.tmp")
-    os.rename(folder, aside)
-    fsync_path(folder.parent)
-    shutil.rmtree(aside)
-    return [folder]
 
 
 def size_text(size: int) -> str:

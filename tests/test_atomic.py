@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from edge import Model, files
@@ -22,7 +20,7 @@ from edge.files import remove_stale
 from edge.folder import PRECISIONS, Card
 from edge.tensorrt.calibration_cache import read_cache
 
-from tiny_models import tiny_classifier
+from tiny_models import tiny_classifier, tiny_images
 
 # Runs `edge ARGV...` and kills itself with SIGKILL at its Kth moment around a rename (os.rename, os.replace or
 # the renameat2 exchange): K = 1 just before the first, 2 just after it, 3 before the second...; with "renames"
@@ -89,12 +87,7 @@ def edge(*argv) -> int:
 
 @pytest.fixture
 def images(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(4):
-        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 256, (10, 12, 3), dtype=np.uint8))
-    return folder
+    return tiny_images(tmp_path / "images")
 
 
 @pytest.fixture

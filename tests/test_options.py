@@ -65,7 +65,8 @@ def test_a_gpu_backend_takes_workers_0_or_1_and_refuses_more(backend):
     ("workers = -1\n", "edge.toml: workers must be at least 0, not -1"),
     ("workers = 1.5\n", "workers must be int"),
     ('workers = "2"\n', "workers must be int"),
-    ('backend = "tensorrtx"\nworkers = 2\n', "backend must be one of onnxruntime, tensorrt, torch, not 'tensorrtx'"),
+    ('backend = "tensorrtx"\nworkers = 2\n',
+     "backend must be one of onnxruntime, tensorrt, torch, or triton://HOST:PORT/MODEL, not 'tensorrtx'"),
 ])
 def test_bad_workers_in_the_file_are_a_one_line_error(tmp_path, text, message):
     config = tmp_path / "edge.toml"

@@ -141,5 +141,3 @@ def test_a_reload_that_changes_workers_reloads_the_model_for_them(tiny):
     assert runner.load_model(resolve_options(None, {"model": tiny, "input": "test://", "workers": 1})) is one_run
     two_runs = runner.load_model(resolve_options(None, {"model": tiny, "input": "test://", "workers": 2}))
     assert two_runs is not one_run and two_runs.backend.session.get_session_options().intra_op_num_threads == 1
-
-

@@ -1,9 +1,10 @@
-"""Small ONNX classifiers made in the test run, so the suite needs no downloaded model."""
+"""Small ONNX classifiers made in the test run, so the suite needs no downloaded model, and images for them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -44,3 +45,12 @@ def tiny_classifier(path: Path, classes: int = 4, size: int = 8, channels: int =
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def tiny_images(folder: Path, count: int = 4) -> Path:
+    """A folder of `count` random 10 x 12 PNGs, enough to calibrate the tiny classifier on."""
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    return folder

@@ -5,6 +5,8 @@
 
     onnxruntime.py   ONNX Runtime on the CPU: the default, and the reference
     torch.py         PyTorch on CUDA (onnx2torch), where TensorRT is absent
+    triton.py        a model on a Triton Inference Server (--backend triton://HOST:PORT/MODEL); tritonclient is
+                     imported when one is loaded
     edge/tensorrt/runner.py   a TensorRT engine (edge build makes it; edge/tensorrt/ holds all of TensorRT)
 
 A GPU backend also runs from device memory (`input_dtype`, `output_shape(batch)`, `run_device(...)`), which the
@@ -20,13 +22,16 @@ from pathlib import Path
 from ..errors import EdgeError
 from ..folder import FP32, Card, missing_file_hint, precision_named
 from .base import Backend
+from .triton import Endpoint, TritonBackend, is_triton
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
 def check_backend(name: str) -> None:
-    if name not in BACKENDS:
-        raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    if is_triton(name):  # a Triton server: the address parsed here, connected to only when loaded
+        Endpoint.parse(name)
+    elif name not in BACKENDS:
+        raise EdgeError(f"backend must be one of {', '.join(BACKENDS)}, or triton://HOST:PORT/MODEL, not {name!r}")
 
 
 def parallel_runs(name: str) -> int:
@@ -53,6 +58,8 @@ def load_backend(name: str, folder: Path, card: Card, precision: str, runs: int 
     imported here, when chosen: onnxruntime, torch and TensorRT (with pycuda) are heavy, and all but the first
     optional."""
     check_backend(name)
+    if is_triton(name):  # the model runs on the server; the folder gives its card and labels
+        return TritonBackend(name, card)
     variant = precision_named(precision)
     if name in ("onnxruntime", "torch"):
         onnx_path = folder / variant.onnx

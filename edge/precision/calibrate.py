@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import EdgeError, first_line
-from ..files import sha256_file, updated_folder
+from ..files import model_lock, sha256_file, updated_folder
 from ..folder import CALIBRATION_CACHE, CALIBRATION_JSON, CARD, FP32, PRECISIONS, Card, load_checked_onnx
 from ..preprocess import load_image_for, preprocess
 from ..tensorrt.calibration_cache import DEFAULT_TENSORRT, cache_header, format_cache
@@ -71,24 +71,27 @@ def calibrate(folder: Path, images: list[Path], method: str = "percentile",
     cache_header(tensorrt_version)  # a bad --tensorrt is refused now, not after minutes of calibration
     if reason := calibration_unsupported():
         raise EdgeError(reason)
-    card = Card.read(folder)
-    source = folder / FP32.onnx
-    model = load_checked_onnx(folder, card)
-    calibrated = {path: sha256_file(path) for path in (folder / CARD, source)}  # what the int8 files are made from
-    # The three files change together or not at all: written in a staging folder that then replaces the model
-    # folder in one step. ONNX Runtime's working files (tens of MB) live in it too, so a killed run's are found.
-    with updated_folder(folder) as staging:
-        try:
-            _calibrate_into(staging, calibrated[source], model, card, images, method, tensorrt_version)
-        except DecodeError as e:  # ONNX's shape inference (in ONNX Runtime) does not report a write cut short
-            free = shutil.disk_usage(staging).free
-            raise EdgeError(f"{folder}: ONNX Runtime read back a cut-short working copy of the model "
-                            f"({first_line(e)}); {free >> 20} MiB free on that disk, and calibration needs room "
-                            f"for several copies of {source.name}") from None
-        # The folder's other files join the new ones next: not those of an `edge import --force` run meanwhile
-        if any(sha256_file(path) != sha256 for path, sha256 in calibrated.items()):
-            raise EdgeError(f"{folder}: {CARD} or {source.name} was replaced while calibrating (another edge run?); "
-                            "nothing written: calibrate again")
+    # Held to the end: a file another run (edge fp16, edge build) writes into the folder meanwhile would be left
+    # out of the swap, and a re-import meanwhile would be calibrated on the old model.
+    with model_lock(folder, "edge calibrate"):
+        card = Card.read(folder)
+        source = folder / FP32.onnx
+        model = load_checked_onnx(folder, card)
+        calibrated = {path: sha256_file(path) for path in (folder / CARD, source)}  # what the int8 files are made from
+        # The three files change together or not at all: written in a staging folder that then replaces the model
+        # folder in one step. ONNX Runtime's working files (tens of MB) live in it too, so a killed run's are found.
+        with updated_folder(folder) as staging:
+            try:
+                _calibrate_into(staging, calibrated[source], model, card, images, method, tensorrt_version)
+            except DecodeError as e:  # ONNX's shape inference (in ONNX Runtime) does not report a write cut short
+                free = shutil.disk_usage(staging).free
+                raise EdgeError(f"{folder}: ONNX Runtime read back a cut-short working copy of the model "
+                                f"({first_line(e)}); {free >> 20} MiB free on that disk, and calibration needs room "
+                                f"for several copies of {source.name}") from None
+            # The folder's other files join the new ones next: not those of an `edge import --force` run meanwhile
+            if any(sha256_file(path) != sha256 for path, sha256 in calibrated.items()):
+                raise EdgeError(f"{folder}: {CARD} or {source.name} was replaced while calibrating (another edge "
+                                "run?); nothing written: calibrate again")
     return folder / PRECISIONS["int8"].onnx
 
 

@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import EdgeError, first_line
-from ..files import atomic_write_bytes, remove_stale
+from ..files import atomic_write_bytes, model_lock, remove_stale
 from ..folder import CARD, FP32, PRECISIONS, Card, load_checked_onnx
 
 KEEP_FLOAT32 = frozenset({
@@ -40,15 +40,16 @@ def make_fp16(folder: Path) -> Path:
     if not (folder / CARD).is_file():
         raise EdgeError(f"{folder}: not a model folder (no {CARD})")
     source = folder / FP32.onnx
-    model = load_checked_onnx(folder, Card.read(folder))
-    try:
-        half = to_float16(model)
-        onnx.checker.check_model(half)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise EdgeError(f"{source}: the float16 graph is not valid ONNX: {first_line(e)}") from None
-    target = folder / PRECISIONS["fp16"].onnx
-    remove_stale(folder)  # what a killed run left; one file, so a rename is enough to replace it whole
-    atomic_write_bytes(target, half.SerializeToString())
+    with model_lock(folder, "edge fp16"):  # model.onnx read and model.fp16.onnx written with no swap between
+        model = load_checked_onnx(folder, Card.read(folder))
+        try:
+            half = to_float16(model)
+            onnx.checker.check_model(half)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            raise EdgeError(f"{source}: the float16 graph is not valid ONNX: {first_line(e)}") from None
+        target = folder / PRECISIONS["fp16"].onnx
+        remove_stale(folder)  # what a killed run left; one file, so a rename is enough to replace it whole
+        atomic_write_bytes(target, half.SerializeToString())
     return target
 
 

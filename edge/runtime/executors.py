@@ -1,16 +1,19 @@
 """The executors: how a batch of frames becomes probabilities, for the loop (loop.py) of `edge run` and
-`edge profile`. make_executor picks one for a loaded model: the CPU path, or the GPU data path (edge/gpu) when
-the model's backend runs from device memory (TensorRT, torch).
+`edge profile`. make_executor picks one for a loaded model: the CPU path, the GPU data path (edge/gpu) when
+the model's backend runs from device memory (TensorRT, torch), or a Triton server's when the model is there.
 """
 
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future
 
 import numpy as np
 
+from ..backends.triton import IN_FLIGHT, TritonBackend
 from ..gpu.buffers import GpuContext, default_memory_mode
 from ..gpu.pipeline import GpuExecutor, device_engine
+from ..model import softmax
 from ..preprocess import preprocess
 
 
@@ -41,6 +44,27 @@ class CpuExecutor:
         return self.model.probabilities(prepared)
 
 
+class TritonExecutor:
+    """The camera loop's data path through a Triton server: `preprocess` sends the batch (the frames, or the batch
+    preprocessed here when the server's model takes float32) and `compute` collects the answer, IN_FLIGHT batches
+    apart, so that the round trip overlaps the next batches' capture (edge/backends/triton.py)."""
+
+    in_flight = IN_FLIGHT
+
+    def __init__(self, model):
+        self.model, self.backend = model, model.backend
+
+    def preprocess(self, images: list[np.ndarray]) -> list[Future]:
+        if self.backend.raw_frames:
+            return self.backend.send(images)
+        return self.backend.send(np.stack([preprocess(image, self.model.preprocess) for image in images]))
+
+    def compute(self, sent: list[Future]) -> np.ndarray:
+        output = self.backend.receive(sent)
+        output = output.reshape(len(output), -1).astype(np.float32, copy=False)
+        return output if self.model.card.probabilities else softmax(output)
+
+
 def make_executor(model, workers: int, gpu_scope: contextlib.ExitStack | None, batch: int = 1,
                   memory: str | None = None, recorders=()):
     """The GPU data path (upload, the fused kernel, the engine on device memory) when the model's backend runs from
@@ -50,7 +74,10 @@ def make_executor(model, workers: int, gpu_scope: contextlib.ExitStack | None, b
     (zero-copy), pinned on a discrete one; for the default the CUDA context is entered in `gpu_scope` and held
     current on this thread, the loop's calling thread (a caller naming `memory` holds the context current itself,
     as the profiler does). Stage times of the GPU path go to `recorders` too. The GPU path keeps two batches in
-    flight: the next is uploaded and preprocessed while the engine computes the last."""
+    flight: the next is uploaded and preprocessed while the engine computes the last. A model on a Triton server
+    gets its own path, several batches in flight to the server."""
+    if isinstance(model.backend, TritonBackend):
+        return TritonExecutor(model)
     engine = device_engine(model.backend)
     if engine is None:
         return CpuExecutor(model, workers)

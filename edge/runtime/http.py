@@ -4,8 +4,8 @@
     GET /healthz   200 "ok" while results keep coming; 503 with the reason (a source that is down, and why)
                    before the first and when none came for HEALTHY_S
     GET /metrics   Prometheus text: frames, drops, reconnects, decode errors, per-stage latency histograms,
-                   and, where jetson-stats (jtop) is installed and its service reachable, power, GPU load and
-                   temperatures
+                   with a Triton server as backend its errors and round trips, and, where jetson-stats (jtop)
+                   is installed and its service reachable, power, GPU load and temperatures
 
 It binds to loopback unless told otherwise (--http 0.0.0.0:8080 exposes it: there is no authentication).
 Requests are served concurrently on one thread of their own (an asyncio loop; they only read counters), each with a
@@ -74,8 +74,10 @@ class Histogram:
 class Metrics:
     """A stage-time recorder for the loop (see loop.py) that also renders everything as Prometheus text."""
 
-    def __init__(self, stats: LoopStats, info: dict[str, str]):
+    def __init__(self, stats: LoopStats, info: dict[str, str], backend=None):
+        """`backend`: the model's, whose own metric_lines() (a remote one's: errors, round trips) are added."""
         self.stats, self.info = stats, info
+        self.backend_lines = getattr(backend, "metric_lines", None)
         self.stages = {stage: Histogram() for stage in STAGES}
         self.latency = Histogram()
         self.jetson = JetsonStats.start()
@@ -105,6 +107,8 @@ class Metrics:
         lines += ["# HELP edge_latency_seconds From capture to result written, per frame.",
                   "# TYPE edge_latency_seconds histogram"]
         lines += self.latency.lines("edge_latency_seconds", 'source="all"')
+        if self.backend_lines is not None:
+            lines += self.backend_lines()
         if self.jetson is not None:
             lines += self.jetson.lines()
         return "\n".join(lines) + "\n"

@@ -49,7 +49,8 @@ RUN_OPTIONS = (
            "empty: off. No authentication: keep it on loopback unless the network is trusted", "127.0.0.1:8080"),
     Option("watchdog_interval", float, 0.0, "seconds between WATCHDOG=1 pings to systemd (0: half of "
            "$WATCHDOG_USEC, which WatchdogSec= sets; no pings without either)", minimum=0),
-    Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS)),
+    Option("backend", str, "onnxruntime", "one of " + ", ".join(BACKENDS) + ", or a Triton server's model: "
+           "triton://HOST:PORT/MODEL (HTTP), triton+grpc://HOST:PORT/MODEL (docs/scale-out.md)"),
     Option("precision", str, "fp32", f"{', '.join(list(PRECISIONS)[:-1])} or {list(PRECISIONS)[-1]} (the model folder "
            "must have that variant)"),
     Option("workers", int, 0, "inferences run at once (0: one single-threaded run per core on onnxruntime, the "

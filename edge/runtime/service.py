@@ -94,7 +94,7 @@ class Runner:
             executor = make_executor(model, options["workers"], gpu_scope, batch)
             loop = Loop(source, executor, results, sinks, batch, on_tick=watchdog.tick, annotate=annotate)
             metrics = Metrics(loop.stats, {"model": card.name, "backend": options["backend"],
-                                           "precision": options["precision"], "input": shown})
+                                           "precision": options["precision"], "input": shown}, model.backend)
             loop.timings.append(metrics)
             server = serve(address, metrics) if address else None
             log.info("%s (%s, %s) on %s, batch %d, workers %d", card.name, options["backend"],

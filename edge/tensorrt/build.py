@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import EdgeError
-from ..files import atomic_write_bytes, atomic_write_text, remove_stale, sha256_file
+from ..files import atomic_write_bytes, atomic_write_text, model_lock, remove_stale, sha256_file
 from ..folder import CALIBRATION_CACHE, FP32, PRECISIONS, Card, load_checked_onnx, missing_file_hint, precision_named
 from .calibration_cache import cache_calibrator, read_calibration_cache
 from .version import IMPLICIT, STRONGLY_TYPED, build_path, described, gpu_identity, import_tensorrt
@@ -224,30 +224,32 @@ def build_engine(folder: Path, precision: str, dla: int | None = None, workspace
     except ImportError as e:
         raise EdgeError(f"polygraphy is not installed here ({described(e)}); `edge build` uses NVIDIA's Polygraphy "
                         "to drive TensorRT: pip install polygraphy") from None
-    card = Card.read(folder)
-    load_checked_onnx(folder, card)  # a graph that is not the card's is refused now, not after minutes of building
-    spec = build_spec(folder, card, trt.__version__, precision, dla, workspace_mib, implicit)
-    cache = read_calibration_cache(folder / spec.calibration_cache, trt.__version__) if spec.calibration_cache else None
-    target = Target(trt.__version__, *gpu_identity())
-    engine = engine_path(folder, target, precision)
-    reason = why_stale(engine, target, spec)
-    if reason is None:
-        _say(f"{engine}: up to date")
+    with model_lock(folder, "edge build"):  # a calibrate or import swapping the folder meanwhile would lose the engine
+        card = Card.read(folder)
+        load_checked_onnx(folder, card)  # a graph that is not the card's is refused now, not after minutes of building
+        spec = build_spec(folder, card, trt.__version__, precision, dla, workspace_mib, implicit)
+        cache = (read_calibration_cache(folder / spec.calibration_cache, trt.__version__) if spec.calibration_cache
+                 else None)
+        target = Target(trt.__version__, *gpu_identity())
+        engine = engine_path(folder, target, precision)
+        reason = why_stale(engine, target, spec)
+        if reason is None:
+            _say(f"{engine}: up to date")
+            return engine
+        if not os.access(folder, os.W_OK):  # found now, not when saving the engine after minutes of building
+            raise EdgeError(f"{folder}: this user cannot write here, so the engine could not be saved ({reason}); run "
+                            "`edge build` as a user who can (the service's repository belongs to the user edge)")
+        _say(f"{engine}: building ({reason}){other_engines(folder, precision, engine)}: TensorRT {target.tensorrt}, "
+             f"{spec.path} from {spec.onnx}; this takes minutes")
+        remove_stale(folder)
+        sources = source_hashes(folder, spec)  # hashed before the build, so a file changed during it shows as stale
+        started = time.monotonic()
+        engine_bytes = _build_serialized(trt, folder, card, spec, target, cache)
+        sidecar = make_sidecar(engine, target, spec, sources, hashlib.sha256(engine_bytes).hexdigest(),
+                               time.monotonic() - started)
+        install_engine(engine, engine_bytes, sidecar)
+        _say(f"{engine}: built in {sidecar['build_seconds']} s")
         return engine
-    if not os.access(folder, os.W_OK):  # found now, not when saving the engine after minutes of building
-        raise EdgeError(f"{folder}: this user cannot write here, so the engine could not be saved ({reason}); run "
-                        "`edge build` as a user who can (the service's repository belongs to the user edge)")
-    _say(f"{engine}: building ({reason}){other_engines(folder, precision, engine)}: TensorRT {target.tensorrt}, "
-         f"{spec.path} from {spec.onnx}; this takes minutes")
-    remove_stale(folder)
-    sources = source_hashes(folder, spec)  # hashed before the build, so a file changed during it shows as stale
-    started = time.monotonic()
-    engine_bytes = _build_serialized(trt, folder, card, spec, target, cache)
-    sidecar = make_sidecar(engine, target, spec, sources, hashlib.sha256(engine_bytes).hexdigest(),
-                           time.monotonic() - started)
-    install_engine(engine, engine_bytes, sidecar)
-    _say(f"{engine}: built in {sidecar['build_seconds']} s")
-    return engine
 
 
 def _build_serialized(trt, folder: Path, card: Card, spec: BuildSpec, target: Target,

@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import EdgeError
-from ..files import tomllib
+from ..files import model_lock, tomllib
 from ..folder import repo_folder
 from ..importer import PreprocessOptions, import_model
 
@@ -164,8 +164,6 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
     """Fetch, check and import one zoo model; returns its model folder."""
     entry = find_entry(name, zoo)
     folder = repo_folder(repo) / name
-    if folder.exists() and not force:  # found out before a download, not after
-        raise EdgeError(f"{folder}: already exists; pass --force to replace it")
     for shipped in (f for f in entry.files if f.package is not None):  # the package is checked as downloads are,
         with resources.as_file(resources.files(__package__).joinpath(shipped.package)) as path:  # before them
             verify(path, shipped, path)
@@ -175,35 +173,42 @@ def pull(name: str, repo: str | os.PathLike | None = None, url: str | None = Non
         if not local.is_file():
             raise EdgeError(f"{local}: no such file")
         verify(local, fetched, local)
-        return _import(entry, local, repo, labels, force, origin=str(local.resolve()))
-    source = url or fetched.url
-    try:
-        scheme = urllib.parse.urlsplit(source).scheme
-    except ValueError as e:  # "http://[::1", say
-        raise EdgeError(f"{source}: not a URL ({e})") from None
-    if scheme not in ("http", "https"):  # a path given to --url, or a host without its scheme
-        raise EdgeError(f"{source}: not an http:// or https:// URL; a file on this machine is given with --file")
-    downloads = repo_folder(repo) / DOWNLOADS
-    downloads.mkdir(parents=True, exist_ok=True)
-    part = downloads / f"{fetched.name}.part"
-    complete = downloads / fetched.name
-    try:
-        download(source, part)
+    else:
+        source = url or fetched.url
         try:
-            verify(part, fetched, source)
-        except EdgeError:
-            part.unlink()
-            raise
-        os.replace(part, complete)
+            scheme = urllib.parse.urlsplit(source).scheme
+        except ValueError as e:  # "http://[::1", say
+            raise EdgeError(f"{source}: not a URL ({e})") from None
+        if scheme not in ("http", "https"):  # a path given to --url, or a host without its scheme
+            raise EdgeError(f"{source}: not an http:// or https:// URL; a file on this machine is given with --file")
+    # Held from the check to the import: the .part (each entry downloads a file of its own name) is then this
+    # run's alone, never appended to by another pull between this one's checksum and its import.
+    with model_lock(folder, "edge zoo pull"):
+        if folder.exists() and not force:  # found out before a download, not after
+            raise EdgeError(f"{folder}: already exists; pass --force to replace it")
+        if file is not None:
+            return _import(entry, local, repo, labels, force, origin=str(local.resolve()))
+        downloads = repo_folder(repo) / DOWNLOADS
+        downloads.mkdir(parents=True, exist_ok=True)
+        part = downloads / f"{fetched.name}.part"
+        complete = downloads / fetched.name
         try:
-            return _import(entry, complete, repo, labels, force, origin=source)
-        except BaseException:  # wrong --labels, say: kept as a whole .part, which the next run checks, not fetches
-            os.replace(complete, part)
-            raise
-    finally:
-        complete.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # left in place while an interrupted .part waits to be resumed
-            downloads.rmdir()
+            download(source, part)
+            try:
+                verify(part, fetched, source)
+            except EdgeError:
+                part.unlink()
+                raise
+            os.replace(part, complete)
+            try:
+                return _import(entry, complete, repo, labels, force, origin=source)
+            except BaseException:  # wrong --labels, say: kept as a whole .part, which the next run checks, not fetches
+                os.replace(complete, part)
+                raise
+        finally:
+            complete.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # left in place while an interrupted .part waits to be resumed
+                downloads.rmdir()
 
 
 def _import(entry: ZooEntry, fetched: Path, repo, labels, force: bool, origin: str) -> Path:
