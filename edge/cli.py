@@ -6,7 +6,7 @@ printed on one line, with exit status 1.
 
 Some verbs import their library when they run, so the others start faster: those that read or write ONNX
 graphs (import, eval, fp16, calibrate, info, zoo) for onnx, which `edge run`, `edge build` and `edge --help` never
-need; run and profile for the loop and http.server (0.1 to 0.2 s here, more on a Jetson).
+need; run, profile and bench for the loop and http.server (0.1 to 0.2 s here, more on a Jetson).
 """
 
 from __future__ import annotations
@@ -446,6 +446,60 @@ def cmd_profile(args) -> int:
     return 0
 
 
+# --- bench ------------------------------------------------------------------------------------------------
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="models x precisions x backends side by side: accuracy, latency, throughput",
+                       description="Rows that cannot run here are listed with the reason and the command that would "
+                       "make them. Timing is interleaved: every round runs each row in turn (docs/bench.md).")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model folders, or models' names in the repository")
+    p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
+    p.add_argument("--list", required=True, type=Path, dest="label_list",
+                   help="lines of `file class_id` (Caffe's val.txt): the accuracy images, and the first --frames timed")
+    p.add_argument("--root", type=Path, help="the folder image paths are relative to (default: the list's folder)")
+    p.add_argument("--precision", default="fp32,fp16,int8", help="precisions to compare (default: fp32,fp16,int8)")
+    p.add_argument("--backend", help="backends to compare (default: onnxruntime,opencv,tensorrt,torch; OpenCV DNN "
+                   "is the baseline CPU row)")
+    p.add_argument("--groups", type=Path, help="label groups (TOML, as for `edge run --groups`): accuracy per group")
+    p.add_argument("--batch", default="1", help="batch sizes to time, comma-separated (default: 1)")
+    p.add_argument("--frames", type=_positive, default=20, help="images timed per row and round (default: 20)")
+    p.add_argument("--rounds", type=_positive, default=5, help="timing rounds, rows interleaved (default: 5)")
+    p.add_argument("--limit", type=_positive, help="score accuracy on only the first N images")
+    p.add_argument("--json", action="store_true", help="the results as one JSON object (schema edge.bench/1)")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the table as CSV")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw accuracy against latency (matplotlib)")
+
+
+def cmd_bench(args) -> int:
+    from .bench import BACKENDS, csv_text, format_table, markdown, plot, run_bench, write_report  # the loop, onnx
+
+    for path in (args.markdown, args.csv, args.plot):  # found out now, not after the whole run
+        if path is not None and not path.parent.is_dir():
+            raise EdgeError(f"{path}: no folder {path.parent} to write it into")
+    try:
+        batches = tuple(_positive(v) for v in args.batch.split(","))
+    except argparse.ArgumentTypeError as e:
+        raise EdgeError(f"--batch: {e}") from None
+    backends = _names(args.backend, "--backend") if args.backend else BACKENDS
+    result = run_bench(args.models, args.label_list, args.root, args.repo, _names(args.precision, "--precision"),
+                       backends, args.groups, batches, args.frames, args.rounds, args.limit).to_dict()
+    if args.markdown:
+        write_report(args.markdown, markdown(result))
+    if args.csv:
+        write_report(args.csv, csv_text(result))
+    if args.plot:
+        plot(result, args.plot)
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+def _names(text: str, flag: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise EdgeError(f"{flag} names nothing ({text!r})")
+    return names
+
 # --- list, show, rm ---------------------------------------------------------------------------------------
 
 def add_list(sub) -> None:
@@ -554,6 +608,7 @@ VERBS = {
     "run": (add_run, cmd_run),
     "service": (add_service, cmd_service),
     "profile": (add_profile, cmd_profile),
+    "bench": (add_bench, cmd_bench),
     "info": (add_info, cmd_info),
     "zoo": (add_zoo, cmd_zoo),
     "list": (add_list, cmd_list),

@@ -86,7 +86,7 @@ def load_models(model: str | os.PathLike, repo: str | os.PathLike | None, backen
     return {p: Model.load(model, repo, backend, p, runs=workers) for p in precisions}, workers
 
 
-def _in_order(pool: ThreadPoolExecutor, fn, jobs: list, ahead: int):
+def in_order(pool: ThreadPoolExecutor, fn, jobs: list, ahead: int):
     """fn(job) for every job on the pool; results in job order, with at most `ahead` jobs in flight."""
     pending: deque = deque()
     for job in jobs:
@@ -124,7 +124,7 @@ def evaluate(models: dict[str, Model], items: list[tuple[Path, int]], batch_size
     scores = {name: Score() for name in models}
     bar = tqdm(total=len(items), unit="img", file=sys.stderr, disable=None if progress else True, leave=False)
     with ThreadPoolExecutor(max_workers=workers) as pool, bar:
-        for done, outputs in enumerate(_in_order(pool, run, batches, ahead=2 * workers)):
+        for done, outputs in enumerate(in_order(pool, run, batches, ahead=2 * workers)):
             count = min(batch_size, len(items) - done * batch_size)
             labels = np.array([class_id for _, class_id in batches[done][:count]])
             reference = outputs[0][:count]

@@ -237,8 +237,8 @@ def format_report(profile: Profile) -> str:
     return "\n".join(out)
 
 
-def plot(profile: Profile, path: Path) -> None:
-    """Mean stage times per memory mode as stacked horizontal bars, written to a PNG."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported only when a plot is asked for."""
     try:
         import matplotlib
 
@@ -246,9 +246,26 @@ def plot(profile: Profile, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise EdgeError("--plot needs matplotlib: pip install 'edge[plot]'") from None
+    return plt
+
+
+def write_figure(figure, path: Path) -> None:
+    """The figure as a PNG, written atomically."""
     import io
 
 
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    pyplot().close(figure)
+    try:
+        atomic_write_bytes(Path(path), buffer.getvalue())
+    except OSError as e:
+        raise EdgeError(f"{path}: cannot write the plot: {e.strerror or e}") from None
+
+
+def plot(profile: Profile, path: Path) -> None:
+    """Mean stage times per memory mode as stacked horizontal bars, written to a PNG."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(9, 1.6 + 0.5 * len(profile.runs)))
     stages = list(dict.fromkeys(stage for run in profile.runs for stage in run.stages))
     colours = plt.get_cmap("tab10")
@@ -263,13 +280,7 @@ def plot(profile: Profile, path: Path) -> None:
     axes.set_title(f"{profile.model}: {profile.backend}, {profile.path} path")
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    try:
-        atomic_write_bytes(Path(path), buffer.getvalue())
-    except OSError as e:
-        raise EdgeError(f"{path}: cannot write the plot: {e.strerror or e}") from None
+    write_figure(figure, path)
 
 
 # --- running the loop ---------------------------------------------------------------------------------------------
