@@ -34,13 +34,20 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def rss_marks(frames: int) -> list[int]:
+    """The frames whose RSS is read: 1,000, the last one, and the round numbers in between."""
+    return sorted({1000, frames} | {m for m in (2000, 5000, 10000) if m < frames})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--efficientnet", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    marks = sorted({1000, 2000, 5000, 10000, args.frames} - {m for m in (2000, 5000, 10000) if m >= args.frames})
+    if args.frames <= 1000:
+        parser.error(f"--frames {args.frames}: growth is measured from frame 1,000, so give more than 1000")
+    marks = rss_marks(args.frames)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.efficientnet:

@@ -130,7 +130,8 @@ def add_import(sub) -> None:
     scale.add_argument("--scale", type=float, help="multiply after subtracting the mean")
     scale.add_argument("--std", type=_floats, help="per-channel divisor after subtracting the mean")
     p.add_argument("--labels", type=Path, help="one label a line, in class order (synset_words.txt works)")
-    p.add_argument("--name", help="the folder's name (default: from the file name)")
+    p.add_argument("--name", help="the folder's name (default: the file's name; for model.onnx or "
+                   "deploy.prototxt, the name of the folder holding it)")
     p.add_argument("--repo", help="the model repository (default: $EDGE_REPO or ./engines)")
     p.add_argument("--size", type=_size, help="H,W when the graph's input size is not static")
     p.add_argument("--resize", type=_resize,

@@ -119,11 +119,14 @@ def _card_preprocess(dims: list[int | None], layout: str, options: PreprocessOpt
     # A mean image replaces the model's default per-channel mean (Caffe refuses both in one transform_param).
     mean = options.mean_values or (None if mean_image is not None else defaults.get("mean")) or (0.0,) * channels
     scale = next((s for s in (options.scale, defaults.get("scale")) if s is not None), 1.0)
-    return Preprocess(
-        size=(spatial[0], spatial[1]), resize=options.resize or defaults["resize"],
-        resize_size=options.resize_size, color=color, mean=tuple(mean), mean_image=mean_image,
-        scale=scale, std=options.std, layout=layout,
-    )
+    try:
+        return Preprocess(
+            size=(spatial[0], spatial[1]), resize=options.resize or defaults["resize"],
+            resize_size=options.resize_size, color=color, mean=tuple(mean), mean_image=mean_image,
+            scale=scale, std=options.std, layout=layout,
+        )
+    except EdgeError as e:  # the spec's own words say what is wrong, not with which model
+        raise EdgeError(f"{source}: {e}") from None
 
 
 def model_name(src: Path, name: str | None) -> str:

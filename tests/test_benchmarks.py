@@ -24,3 +24,23 @@ def test_benchmark_script_answers_help(script):
 def test_gpu_check_script_parses():
     done = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("frames", [1500, 2000, 5000, 20000])
+def test_run_memory_reads_rss_at_the_last_frame_it_reports(frames):
+    # --frames 2000 (or 5000, 10000) once dropped the last frame from the marks and ended in a KeyError.
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from run_memory import rss_marks
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    marks = rss_marks(frames)
+    assert marks[0] == 1000 and marks[-1] == frames
+    assert marks == sorted(set(marks))
+
+
+def test_run_memory_refuses_too_few_frames():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "run_memory.py"), "--frames", "500"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--frames 500" in done.stderr.splitlines()[-1]

@@ -209,6 +209,16 @@ def test_labels_of_the_wrong_length(tiny, tmp_path, repo, capsys):
     assert not repo.exists() or not any(repo.iterdir())
 
 
+@pytest.mark.parametrize("flags, fragment", [
+    (["--mean-values", "1,2"], "mean has 2 values; the model has 3 channels"),
+    (["--std", "0,1,1"], "std 0,1,1: a divisor of 0"),
+    (["--mean-values", "1,nan,3"], "not a finite number"),
+])
+def test_preprocessing_flags_the_model_cannot_take_name_the_model(tiny, repo, capsys, flags, fragment):
+    assert_refused(capsys, edge("import", tiny, "--repo", repo, *flags), f"{tiny}: ", fragment)
+    assert not repo.exists() or not any(repo.iterdir())
+
+
 def test_several_image_inputs(tiny, tmp_path, repo, capsys):
     model = onnx.load(str(tiny))
     second = onnx.helper.make_tensor_value_info("image2", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])
