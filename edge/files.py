@@ -42,12 +42,17 @@ FOLDER_MODE = 0o755
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:[a-z0-9_]+\.(?:tmp|staging)|(?P<old>old))")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """A file's hex digest by any hashlib algorithm (the zoo's published sums are sha1 or sha256)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 def read_text(path: str | os.PathLike) -> str:

@@ -16,7 +16,6 @@ refused in one line naming it, the expected and the actual sum, and nothing of i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import os
 import sys
@@ -28,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import EdgeError
-from ..files import model_lock, tomllib
+from ..files import file_digest, model_lock, tomllib
 from ..folder import repo_folder
 from ..importer import PreprocessOptions, import_model
 
@@ -104,17 +103,9 @@ def find_entry(name: str, zoo: dict[str, ZooEntry] | None = None) -> ZooEntry:
     return zoo[name]
 
 
-def file_checksum(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(path: Path, expected: ZooFile, shown_as: str | os.PathLike) -> None:
     """Refuse a file that is not the published one; `shown_as` names it to the user (its URL, for a download)."""
-    actual = file_checksum(path, expected.algorithm)
+    actual = file_digest(path, expected.algorithm)
     if actual != expected.checksum:
         raise EdgeError(f"{shown_as}: {expected.algorithm} {actual}, expected {expected.checksum} "
                         f"(the published {expected.name}); refused, nothing imported")
