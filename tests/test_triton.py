@@ -164,6 +164,26 @@ def test_a_triton_uri_names_its_protocol_address_and_model():
     assert Endpoint.parse("triton+grpc://[::1]:8001/m_1") == Endpoint("grpc", "[::1]:8001", "m_1")
 
 
+def test_padding_of_a_fixed_batch_is_dropped_from_what_comes_back():
+    """A graph of fixed batch 4 sent 2 frames of one size and 1 of another: each request is padded to 4, and each
+    frame gets its own row back, not a padding row."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from edge.backends.triton import TritonBackend
+
+    backend = object.__new__(TritonBackend)
+    backend.card, backend.raw_frames, backend.request_batch = SimpleNamespace(batch=4), True, 4
+    backend.pool = ThreadPoolExecutor(1)
+    backend._infer = lambda chunk: chunk[:, 0, 0, :1].astype(np.float32)  # a frame's first byte is its row
+    frames = [np.full((2, 2, 3), value, np.uint8) for value in (7, 8)] + [np.full((3, 3, 3), 9, np.uint8)]
+    try:
+        assert backend.receive(backend.send(frames)).ravel().tolist() == [7, 8, 9]
+        assert backend.receive(backend.send(frames[:2])).ravel().tolist() == [7, 8]
+    finally:
+        backend.pool.shutdown()
+
+
 # --- DeepStream -----------------------------------------------------------------------------------------------
 
 # Gst-nvinfer's [property] keys, from the "Gst-nvinfer Property Group Supported Keys" table of NVIDIA's plugin

@@ -136,9 +136,10 @@ class TritonBackend:
                 self.local.client = None  # a new connection for the restarted server
                 time.sleep(delay)
 
-    def send(self, images: list[np.ndarray] | np.ndarray) -> list[Future]:
+    def send(self, images: list[np.ndarray] | np.ndarray) -> list[tuple[Future, int]]:
         """Start the requests for a batch: frames (uint8 HWC, sent as they are, one request per frame size) or a
-        preprocessed batch; each request at most request_batch images, a fixed batch padded to its size."""
+        preprocessed batch; each request at most request_batch images, a fixed batch padded to its size. Each
+        request comes with the number of its images that are real, so `receive` drops the padding's rows."""
         if self.raw_frames and isinstance(images, list) and len({image.shape for image in images}) > 1:
             groups = [np.stack([image]) for image in images]
         else:
@@ -147,13 +148,14 @@ class TritonBackend:
         for group in groups:
             for start in range(0, len(group), self.request_batch):
                 chunk = group[start:start + self.request_batch]
-                if self.card.batch and len(chunk) < self.card.batch:
-                    chunk = np.concatenate([chunk] + [chunk[-1:]] * (self.card.batch - len(chunk)))
-                futures.append(self.pool.submit(self._infer, np.ascontiguousarray(chunk)))
+                real = len(chunk)
+                if self.card.batch and real < self.card.batch:
+                    chunk = np.concatenate([chunk] + [chunk[-1:]] * (self.card.batch - real))
+                futures.append((self.pool.submit(self._infer, np.ascontiguousarray(chunk)), real))
         return futures
 
-    def receive(self, futures: list[Future]) -> np.ndarray:
-        return np.concatenate([future.result() for future in futures])
+    def receive(self, sent: list[tuple[Future, int]]) -> np.ndarray:
+        return np.concatenate([future.result()[:real] for future, real in sent])
 
     def times(self) -> dict[str, tuple[int, float]]:
         """(count, seconds) totals: this client's "round_trip"s, and Triton's own for the model since the server
