@@ -60,7 +60,11 @@ class Model:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Run a preprocessed batch; returns (N, classes) probabilities."""
-        output = self.backend.run(batch).reshape(len(batch), -1).astype(np.float32, copy=False)
+        return self.to_probabilities(self.backend.run(batch))
+
+    def to_probabilities(self, output: np.ndarray) -> np.ndarray:
+        """A backend's raw output for N images -> (N, classes) probabilities (softmax unless the graph has it)."""
+        output = output.reshape(len(output), -1).astype(np.float32, copy=False)
         return output if self.card.probabilities else softmax(output)
 
     def top(self, probabilities: np.ndarray, k: int = 5) -> list[Prediction]:

@@ -13,8 +13,7 @@ import numpy as np
 from ..backends.triton import IN_FLIGHT, TritonBackend
 from ..gpu.buffers import GpuContext, default_memory_mode
 from ..gpu.pipeline import GpuExecutor, device_engine
-from ..model import softmax
-from ..preprocess import preprocess
+from ..preprocess import preprocess, preprocess_batch
 
 
 class CpuExecutor:
@@ -54,15 +53,13 @@ class TritonExecutor:
     def __init__(self, model):
         self.model, self.backend = model, model.backend
 
-    def preprocess(self, images: list[np.ndarray]) -> list[Future]:
+    def preprocess(self, images: list[np.ndarray]) -> list[tuple[Future, int]]:
         if self.backend.raw_frames:
             return self.backend.send(images)
-        return self.backend.send(np.stack([preprocess(image, self.model.preprocess) for image in images]))
+        return self.backend.send(preprocess_batch(images, self.model.preprocess))
 
-    def compute(self, sent: list[Future]) -> np.ndarray:
-        output = self.backend.receive(sent)
-        output = output.reshape(len(output), -1).astype(np.float32, copy=False)
-        return output if self.model.card.probabilities else softmax(output)
+    def compute(self, sent: list[tuple[Future, int]]) -> np.ndarray:
+        return self.model.to_probabilities(self.backend.receive(sent))
 
 
 def make_executor(model, workers: int, gpu_scope: contextlib.ExitStack | None, batch: int = 1,
