@@ -107,9 +107,10 @@ class Preprocess:
             scale = max(height / frame_height, width / frame_width)
             resized = max(height, int(frame_height * scale)), max(width, int(frame_width * scale))
         # Keeping the aspect ratio of a frame 1 pixel wide would make a resized frame of gigabytes.
-        if resized[0] * resized[1] > max_image_pixels():
+        budget = max_image_pixels()
+        if resized[0] * resized[1] > budget:
             raise EdgeError(f"a {frame_width}x{frame_height} frame would be resized to {resized[1]}x{resized[0]} "
-                            f"keeping its aspect ratio, over the {max_image_pixels() / 1e6:g} MP limit "
+                            f"keeping its aspect ratio, over the {budget / 1e6:g} MP limit "
                             "(EDGE_MAX_IMAGE_PIXELS)")
         return resized
 
