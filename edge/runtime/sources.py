@@ -428,7 +428,7 @@ SCHEMES = (
            "OpenCV's FFmpeg backend, 5 s open and read timeouts", True, _open_stream),
     Scheme(("file", ""), "a path (a video file, an image, a folder, or a glob such as `\"shots/*.jpg\"`) or "
            "`file://PATH`", "", "a video: OpenCV; images: in sorted file-name order, an undecodable file skipped, "
-           "counted and named in the log (once)", False, _open_path),
+           "counted and named in the log (the 1st, 2nd, 4th... skip)", False, _open_path),
     Scheme(("test",), "`test://`", "a generated pattern", "moving colour bars, `--width x --height` (640x480), paced "
            "at `--fps` (30; 0: unpaced)", True, _open_test),
 )
