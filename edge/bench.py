@@ -59,6 +59,7 @@ from .runtime.loop import Loop
 from .runtime.sinks import Results, load_groups
 from .runtime.sources import Frame, Source
 from .tensorrt.version import import_tensorrt
+from .words import plural
 
 SCHEMA = "edge.bench/1"
 BACKENDS = ("onnxruntime", "opencv", "tensorrt", "torch")
@@ -430,8 +431,9 @@ def _measure(result: Bench, running: list[Row], timing_items: list, items_of: di
     accuracy_runs = sum(len(items_of[row.model]) for row in running)
     units = [(row, b) for row in running for b in batches] + \
         [(row, b, w) for row in running for b in batches for w in row.workers]
-    say(f"edge bench: {len(running)} rows ({len(result.rows) - len(running)} not run), {accuracy_runs} image runs, "
-        f"{rounds} rounds of {len(encoded)} frames at batch {','.join(map(str, batches))}: about "
+    say(f"edge bench: {plural(len(running), 'row')} ({len(result.rows) - len(running)} not run), "
+        f"{plural(accuracy_runs, 'image run')}, {plural(rounds, 'round')} of {plural(len(encoded), 'frame')} "
+        f"at batch {','.join(map(str, batches))}: about "
         f"{_duration(_estimate(running, items_of, warm, units, rounds, len(encoded)))} (from the warm-up; load "
         f"average {result.machine['load_average'][0]} on {result.machine['cores']} cores)", file=sys.stderr)
 
