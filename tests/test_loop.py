@@ -192,7 +192,7 @@ class FlakySource(Source):
 
 
 def test_a_failing_live_source_is_reopened_and_counted_while_the_loop_keeps_going(model, monkeypatch):
-    monkeypatch.setattr("edge.runtime.loop.BACKOFF_S", (0.01, 0.02))
+    monkeypatch.setattr("edge.retry.BACKOFF_S", (0.01, 0.02))
     source, sink = FlakySource(period=10), ListSink()
     loop = Loop(source, CpuExecutor(model), Results(model), [sink])
     threading.Timer(1.0, loop.stop.set).start()

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EdgeError
+from ..retry import backoff_delay, worth_logging
 
 log = logging.getLogger("edge")
 
 SCHEMES = {"triton": "http", "triton+grpc": "grpc"}
-BACKOFF_S = (0.25, 5.0)  # first and longest wait before sending a request again
 IN_FLIGHT = 4  # batches sent and not yet answered: enough to hide a LAN's round trip behind 30 fps capture
 TIMEOUT_S = 30.0  # for one answer, and for the server's first reply at start
 
@@ -129,8 +129,8 @@ class TritonBackend:
                 with self.counts:
                     self.remote_errors += 1
                 failures += 1
-                delay = min(BACKOFF_S[0] * 2 ** (failures - 1), BACKOFF_S[1])
-                if failures & (failures - 1) == 0:  # attempts 1, 2, 4, 8...: the journal stays readable
+                delay = backoff_delay(failures)
+                if worth_logging(failures):
                     log.warning("triton %s: %s; sending again in %.2g s (attempt %d)", self.endpoint.address,
                                 str(e).splitlines()[0] or type(e).__name__, delay, failures)
                 self.local.client = None  # a new connection for the restarted server

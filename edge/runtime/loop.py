@@ -61,6 +61,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import EdgeError
+from ..retry import backoff_delay, worth_logging
 from .sources import Frame, Source, SourceError, log_skipped
 
 log = logging.getLogger("edge")
@@ -68,7 +69,6 @@ log = logging.getLogger("edge")
 STAGES = ("capture", "preprocess", "compute", "postprocess", "sink")
 TICK_S = 0.25
 CAPTURE_STALL_S = 20.0  # longer than a stream's open + read timeouts and the longest backoff together
-BACKOFF_S = (0.25, 5.0)  # first and longest wait before reopening a failed live source
 
 
 class StageTimes(Protocol):
@@ -212,9 +212,9 @@ class Loop:
                     source.close()
                     opened = False
                     failures += 1
-                    delay = min(BACKOFF_S[0] * 2 ** (failures - 1), BACKOFF_S[1])
+                    delay = backoff_delay(failures)
                     stats.source_error = f"{e}; retrying in {delay:.2g} s (attempt {failures})"
-                    if failures & (failures - 1) == 0:  # log attempts 1, 2, 4, 8...: the journal stays readable
+                    if worth_logging(failures):
                         log.warning("%s", stats.source_error)
                     self._wait(delay)
                     continue

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import EdgeError
 from ..imagefile import load_image
+from ..retry import worth_logging
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -227,7 +228,7 @@ class ImageFiles(Source):
 def log_skipped(reason: str, count: int) -> None:
     """Log a skipped file or frame: the 1st, 2nd, 4th, 8th... so that a folder of a million bad files, or one
     bad file under --loop, keeps the journal readable."""
-    if count & (count - 1) == 0:
+    if worth_logging(count):
         log.warning("%s; skipped (%d skipped so far)", reason, count)
 
 
