@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import EdgeError
 from ..files import atomic_write_text, staged_folder
-from ..folder import CALIBRATION_CACHE, FP32, Card, find_model_folder, read_labels
+from ..folder import CALIBRATION_CACHE, FP32, Card, find_model_folder, precision_named, read_labels
 from .triton import plans_by_compute_capability
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer's network-mode
@@ -81,8 +81,7 @@ def nvinfer_properties(card: Card, precision: str, batch: int, engine: str) -> t
 def export_deepstream(model: str, out: Path, precision: str = "fp32", batch: int = 1,
                       repo: str | None = None) -> tuple[Path, list[str]]:
     """Write DIR for nvinfer; returns the configuration file and the warnings."""
-    if precision not in NETWORK_MODE:
-        raise EdgeError(f"precision must be one of {', '.join(NETWORK_MODE)}, not {precision!r}")
+    precision_named(precision)
     folder = find_model_folder(model, repo)
     card = Card.read(folder)
     if card.batch and batch != card.batch:
