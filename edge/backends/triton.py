@@ -77,10 +77,14 @@ class TritonBackend:
         self.counts = threading.Lock()
         self.remote_errors = 0  # requests that found the server gone and were sent again
         self.round_trips, self.round_trip_seconds = 0, 0.0  # answered requests, and their time from send to answer
-        as_json = {"as_json": True} if self.endpoint.protocol == "grpc" else {}  # HTTP's are JSON already
+        # What differs between the two protocols' clients, said once
+        grpc = self.endpoint.protocol == "grpc"
+        self.as_json = {"as_json": True} if grpc else {}  # HTTP's answers are JSON already
+        self.infer_options = {"client_timeout": TIMEOUT_S} if grpc else {}
+        self.client_options = {} if grpc else {"network_timeout": TIMEOUT_S, "connection_timeout": TIMEOUT_S}
         try:
-            metadata = self._client().get_model_metadata(self.endpoint.model, **as_json)
-            config = self._client().get_model_config(self.endpoint.model, **as_json)
+            metadata = self._client().get_model_metadata(self.endpoint.model, **self.as_json)
+            config = self._client().get_model_config(self.endpoint.model, **self.as_json)
         except self.server_errors as e:
             raise EdgeError(f"--backend {uri}: {str(e).splitlines()[0] or type(e).__name__}") from None
         config = config.get("config", config)  # gRPC wraps it
@@ -102,9 +106,8 @@ class TritonBackend:
 
     def _client(self):
         if getattr(self.local, "client", None) is None:
-            self.local.client = self.client_module.InferenceServerClient(
-                self.endpoint.address, **({"network_timeout": TIMEOUT_S, "connection_timeout": TIMEOUT_S}
-                                          if self.endpoint.protocol == "http" else {}))
+            self.local.client = self.client_module.InferenceServerClient(self.endpoint.address,
+                                                                         **self.client_options)
         return self.local.client
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -115,8 +118,7 @@ class TritonBackend:
             try:
                 model_input = self.client_module.InferInput(self.input_name, list(batch.shape), self.input_type)
                 model_input.set_data_from_numpy(batch)
-                timeout = {"client_timeout": TIMEOUT_S} if self.endpoint.protocol == "grpc" else {}
-                result = self._client().infer(self.endpoint.model, [model_input], **timeout)
+                result = self._client().infer(self.endpoint.model, [model_input], **self.infer_options)
                 output = result.as_numpy(self.card.output_name)
                 with self.counts:
                     self.round_trips += 1
@@ -161,8 +163,7 @@ class TritonBackend:
         """(count, seconds) totals: this client's "round_trip"s, and Triton's own for the model since the server
         started ("success": whole requests on the server, "queue", "compute_input", "compute_infer",
         "compute_output"). time_split tells two readings apart."""
-        as_json = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
-        stats = self._client().get_inference_statistics(self.endpoint.model, **as_json)["model_stats"][0]
+        stats = self._client().get_inference_statistics(self.endpoint.model, **self.as_json)["model_stats"][0]
         totals = {name: (int(value.get("count", 0)), int(value.get("ns", 0)) / 1e9)
                   for name, value in stats["inference_stats"].items()
                   if name in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
